@@ -1,0 +1,350 @@
+"""The ``onnxlrp`` command line: compile, explain and inspect ONNX models.
+
+::
+
+    onnxlrp compile MODEL -o OUT [--composite NAME] [rule params] [--layers]
+    onnxlrp explain MODEL INPUT [--target N] [--composite NAME] [rule params]
+                    [--out heatmap.png] [--overlay overlay.png] [--cmap bwr]
+                    [--save-relevance rel.npy] [--providers CPUExecutionProvider,...]
+    onnxlrp info MODEL [--composite NAME]
+
+Rule parameters: ``--epsilon``, ``--gamma``, ``--stabilizer``, ``--low``, ``--high`` (the last two
+take a number or comma-separated per-channel numbers).  Only the ones given are passed on, so each
+composite keeps its own defaults.  Exit status: 0 on success, 2 on any error (bad arguments,
+missing files, models or inputs that onnxlrp cannot handle); errors are printed to stderr as
+``onnxlrp: error: <message>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from onnxlrp.errors import OnnxLrpError
+
+PROG = "onnxlrp"
+DEFAULT_COMPOSITE = "epsilon-plus-flat"
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+MIN_IMAGE_SIZE = 256  # heatmaps of tiny inputs are upscaled (nearest neighbour) to at least this
+MAX_SAMPLE_LINES = 20
+
+
+class CliError(OnnxLrpError):
+    """A problem with the command line's own inputs (files, shapes, arguments)."""
+
+
+# ------------------------------------------------------------------------------------------
+# argument parsing
+
+
+def _numbers(text: str) -> float | np.ndarray:
+    """A float, or comma-separated floats as a float32 array (per-channel bounds)."""
+    try:
+        values = [float(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a number or comma-separated numbers, got {text!r}"
+        ) from None
+    return values[0] if len(values) == 1 else np.asarray(values, dtype=np.float32)
+
+
+def _composite_help() -> str:
+    try:
+        from onnxlrp.composites import COMPOSITES
+    except Exception:  # the help text must not depend on the library importing cleanly
+        return f"composite name (default: {DEFAULT_COMPOSITE})"
+    return f"composite: {', '.join(COMPOSITES)} (default: {DEFAULT_COMPOSITE})"
+
+
+def _add_rule_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--composite", default=DEFAULT_COMPOSITE, metavar="NAME", help=_composite_help())
+    group = parser.add_argument_group("rule parameters (passed only when given)")
+    group.add_argument("--epsilon", type=float, help="epsilon of the epsilon rule")
+    group.add_argument("--gamma", type=float, help="gamma of the gamma rule")
+    group.add_argument("--stabilizer", type=float, help="stabilizer of the other rules")
+    group.add_argument(
+        "--low", type=_numbers, help="lowest input value (box rule), or one per channel: a,b,c"
+    )
+    group.add_argument("--high", type=_numbers, help="highest input value (box rule), or one per channel")
+
+
+def _rule_params(args: argparse.Namespace) -> dict[str, Any]:
+    names = ("epsilon", "gamma", "stabilizer", "low", "high")
+    return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``onnxlrp`` command."""
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="Layer-wise relevance propagation (LRP) for ONNX models."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("compile", help="write an ONNX model that computes the output and the LRP relevance")
+    p.add_argument("model", metavar="MODEL", help="input ONNX model")
+    p.add_argument("-o", "--output", required=True, metavar="OUT", help="where to write the compiled model")
+    p.add_argument("--layers", action="store_true", help="also output the relevance at every layer")
+    _add_rule_options(p)
+    p.set_defaults(func=cmd_compile)
+
+    p = sub.add_parser("explain", help="run a model on an input and draw the relevance as a heatmap")
+    p.add_argument("model", metavar="MODEL", help="ONNX model")
+    p.add_argument(
+        "input", metavar="INPUT", help="input: a .npy array (batch or one sample) or an image file"
+    )
+    p.add_argument("--target", type=int, help="output index to explain (default: each sample's top-1)")
+    _add_rule_options(p)
+    p.add_argument("--out", metavar="PNG", help="write the first sample's heatmap here")
+    p.add_argument("--overlay", metavar="PNG", help="write the first sample's heatmap over its input here")
+    p.add_argument("--cmap", default="bwr", help="heatmap colour map (default: bwr; see onnxlrp.viz)")
+    p.add_argument("--save-relevance", metavar="NPY", help="write the relevance of all samples as .npy")
+    p.add_argument(
+        "--providers", help="comma-separated onnxruntime execution providers, in order of preference"
+    )
+    p.set_defaults(func=cmd_explain)
+
+    p = sub.add_parser("info", help="list a model's inputs, outputs, op types and the rules they get")
+    p.add_argument("model", metavar="MODEL", help="ONNX model")
+    p.add_argument("--composite", default=DEFAULT_COMPOSITE, metavar="NAME", help=_composite_help())
+    p.set_defaults(func=cmd_info)
+    return parser
+
+
+def _check_file(path: str, what: str) -> None:
+    if not os.path.exists(path):
+        raise CliError(f"{what} {path!r}: no such file")
+    if not os.path.isfile(path):
+        raise CliError(f"{what} {path!r}: not a file")
+
+
+# ------------------------------------------------------------------------------------------
+# inputs
+
+
+def _static(dim: Any) -> int | None:
+    return dim if isinstance(dim, int) and dim > 0 else None
+
+
+def load_input(path: str, input_shape: Sequence[Any]) -> np.ndarray:
+    """Read ``path`` as a batch for a model input of shape ``input_shape`` (dims int, str or None).
+
+    ``.npy``: a batch, or one sample (the batch axis is then added); cast to float32 unless it is
+    float16/float32.  Images: converted to greyscale or RGB after the input's channel count,
+    resized to its height and width (when static), scaled to [0, 1]; NCHW, or NHWC when the model's
+    last axis looks like channels and the second does not.
+    """
+    _check_file(path, "input")
+    rank = len(input_shape)
+    if path.lower().endswith(".npy"):
+        try:
+            array = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as error:
+            raise CliError(f"input {path!r}: not a readable .npy file ({error})") from error
+        if array.ndim == rank - 1:
+            array = array[None]
+        if array.ndim != rank:
+            raise CliError(
+                f"input {path!r} has shape {list(array.shape)}; the model input has shape "
+                f"{list(input_shape)} (a batch or one sample is expected)"
+            )
+        if array.dtype not in (np.float16, np.float32):
+            array = array.astype(np.float32)
+        return np.ascontiguousarray(array)
+    if path.lower().endswith(IMAGE_SUFFIXES):
+        return _load_image(path, input_shape)
+    raise CliError(f"input {path!r}: unknown file type; use .npy or an image ({', '.join(IMAGE_SUFFIXES)})")
+
+
+def _load_image(path: str, input_shape: Sequence[Any]) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    if len(input_shape) != 4:
+        raise CliError(f"an image input needs a 4-D (NCHW) model input, but it has shape {list(input_shape)}")
+    dims = [_static(d) for d in input_shape]
+    channels_last = dims[3] in (1, 3) and dims[1] not in (1, 3)
+    channels, height, width = (dims[3], dims[1], dims[2]) if channels_last else (dims[1], dims[2], dims[3])
+    if channels not in (None, 1, 3):
+        raise CliError(
+            f"an image input needs 1 or 3 channels, but the model input has shape {list(input_shape)}"
+        )
+    try:
+        with Image.open(path) as image:
+            if channels is None:
+                channels = 1 if image.mode in ("1", "L", "I", "I;16", "F") else 3
+            image = image.convert("L" if channels == 1 else "RGB")
+            if height and width and image.size != (width, height):
+                image = image.resize((width, height), Image.Resampling.BILINEAR, reducing_gap=3.0)
+            array = np.asarray(image, dtype=np.float32) / 255.0
+    except (OSError, UnidentifiedImageError) as error:
+        raise CliError(f"input {path!r}: not a readable image ({error})") from error
+    array = array.reshape(array.shape[0], array.shape[1], channels)
+    if not channels_last:
+        array = array.transpose(2, 0, 1)
+    return np.ascontiguousarray(array[None])
+
+
+def _display_image(sample: np.ndarray) -> np.ndarray | None:
+    """An input sample as an image in [0, 1] (HxW or HxWx3), or None if it does not look like one."""
+    img = np.asarray(sample, dtype=np.float64)
+    if img.ndim == 3 and img.shape[0] in (1, 3):
+        img = img.transpose(1, 2, 0)
+    if img.ndim == 3 and img.shape[-1] == 1:
+        img = img[..., 0]
+    if img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[-1] != 3):
+        return None
+    lo, hi = float(img.min()), float(img.max())
+    if lo < 0.0 or hi > 1.0:  # e.g. mean/std-normalised input: stretch to [0, 1]
+        img = (img - lo) / (hi - lo) if hi > lo else np.zeros_like(img)
+    return img
+
+
+# ------------------------------------------------------------------------------------------
+# commands
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    import onnxlrp
+
+    _check_file(args.model, "model")
+    compiled = onnxlrp.compile(args.model, composite=args.composite, layers=args.layers, **_rule_params(args))
+    compiled.save(args.output)
+    graph = compiled.model.graph
+    outputs = ", ".join(o.name for o in graph.output)
+    print(
+        f"compiled {args.model} ({args.composite}) -> {args.output}: "
+        f"{len(graph.node)} nodes, outputs: {outputs}"
+    )
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    import onnxlrp
+
+    _check_file(args.model, "model")
+    providers = [p.strip() for p in args.providers.split(",") if p.strip()] if args.providers else None
+    explainer = onnxlrp.Explainer(
+        args.model, composite=args.composite, providers=providers, **_rule_params(args)
+    )
+    x = load_input(args.input, explainer.input_shape)
+    result = explainer.explain(x, target=args.target)
+
+    relevance = np.asarray(result.relevance)
+    n = x.shape[0]
+    logits = np.asarray(result.output).reshape(n, -1)
+    targets = np.asarray(result.target).reshape(n, -1)[:, 0]
+    sums = relevance.reshape(n, -1).astype(np.float64).sum(axis=1)
+    print(f"model {args.model}, composite {args.composite}, providers {', '.join(explainer.providers)}")
+    print(f"input {args.input}: {explainer.input_name} {list(x.shape)} {x.dtype}")
+    with np.printoptions(precision=4, suppress=True, linewidth=100):
+        print(f"logits[0]: {logits[0]}")
+    for i in range(min(n, MAX_SAMPLE_LINES)):
+        top, t = int(logits[i].argmax()), int(targets[i])
+        print(
+            f"sample {i}: top-1 {top} (logit {logits[i, top]:.6g}), target {t} "
+            f"(logit {logits[i, t]:.6g}), relevance sum {sums[i]:.6g}"
+        )
+    if n > MAX_SAMPLE_LINES:
+        print(f"... {n - MAX_SAMPLE_LINES} more samples")
+
+    if args.save_relevance:
+        np.save(args.save_relevance, relevance)
+        print(f"wrote relevance {list(relevance.shape)} to {args.save_relevance}")
+    if args.out or args.overlay:
+        from onnxlrp import viz
+
+        try:
+            viz.colormap_palette(args.cmap)
+        except ValueError as error:
+            raise CliError(f"--cmap {args.cmap!r}: not a colour map name or source ({error})") from error
+        sample = relevance[0]
+        if args.out:
+            img = viz.save_heatmap(sample, args.out, cmap=args.cmap, min_size=MIN_IMAGE_SIZE)
+            print(f"wrote heatmap {img.shape[1]}x{img.shape[0]} to {args.out}")
+        if args.overlay:
+            image = _display_image(x[0])
+            if image is None:
+                raise CliError(f"--overlay: the input sample of shape {list(x.shape[1:])} is not an image")
+            img = viz.save_overlay(image, sample, args.overlay, cmap=args.cmap, min_size=MIN_IMAGE_SIZE)
+            print(f"wrote overlay {img.shape[1]}x{img.shape[0]} to {args.overlay}")
+    return 0
+
+
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = [
+        "  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+        for row in [header, *rows]
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _shape_text(shape: Sequence[Any]) -> str:
+    return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    import onnxlrp
+
+    _check_file(args.model, "model")
+    report = onnxlrp.inspect(args.model, composite=args.composite)
+    print(f"model {args.model}, composite {args.composite}")
+    for title, values in (("inputs", report.inputs), ("outputs", report.outputs)):
+        print(f"{title}:")
+        for name, dtype, shape in values:
+            print(f"  {name}: {dtype} {_shape_text(shape)}")
+
+    by_op: dict[str, list[Any]] = {}
+    for node in report.nodes:
+        by_op.setdefault(node.op_type, []).append(node)
+    rows = []
+    for op_type, nodes in by_op.items():
+        rules: dict[str, int] = {}
+        for node in nodes:
+            rule = node.rule or "-"
+            rules[rule] = rules.get(rule, 0) + 1
+        rule_text = ", ".join(rule if len(rules) == 1 else f"{rule} ({k})" for rule, k in rules.items())
+        ok = sum(1 for node in nodes if node.supported)
+        supported = "yes" if ok == len(nodes) else "no" if ok == 0 else f"partly ({ok} of {len(nodes)})"
+        rows.append([op_type, str(len(nodes)), rule_text, supported])
+    print(f"nodes: {len(report.nodes)}")
+    print(_table(rows, ["op type", "count", "rule", "supported"]))
+
+    unsupported = [node for node in report.nodes if not node.supported]
+    if unsupported:
+        print(f"unsupported nodes ({len(unsupported)}):")
+        for node in unsupported:
+            reason = getattr(node, "reason", None)
+            print(f"  {node.name} ({node.op_type})" + (f": {reason}" if reason else ""))
+    else:
+        print("all nodes supported")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``onnxlrp`` command line with ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(None if argv is None else list(argv))
+    except SystemExit as exit_:  # argparse exits on --help (0) and on bad arguments (2)
+        return exit_.code if isinstance(exit_.code, int) else 2
+    try:
+        return args.func(args)
+    except OnnxLrpError as error:
+        message = str(error)
+    except OSError as error:  # writing outputs: missing directory, permissions, ...
+        message = f"{error.filename or ''}: {error.strerror or error}" if error.filename else str(error)
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,298 @@
+"""The LRP compiler: one ONNX graph with the forward pass and the relevance backward pass.
+
+``compile`` canonicalises the model, cuts it into units (``onnxlrp.ops``), asks the composite for
+each unit's rule, then walks the units in reverse topological order: the relevance arriving at a
+value from all its readers is summed (fan-out), and the unit's rule hands it to its inputs.
+
+The compiled model's interface (plain ONNX, no onnxlrp needed to run it):
+
+- inputs: the model's inputs, ``lrp_target`` (int64, one per sample: a class index on axis 1 of
+  the explained output, ``-1`` for the top-1 class, ``-2`` for none) and ``lrp_seed`` (shaped like
+  the explained output). The output relevance is ``lrp_seed + one_hot(target) * output``.
+- outputs: the model's outputs, the explained output (when it is not one of them, e.g. the logits
+  before a final Softmax), ``lrp_target_used`` and ``relevance:<input>`` for every float input;
+  with ``layers=True`` also ``relevance:<tensor>`` for every intermediate tensor.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import onnx
+import onnx_ir as ir
+
+from onnxlrp import ops
+from onnxlrp.analysis import activation_values, nonnegative_values
+from onnxlrp.builder import Builder
+from onnxlrp.composites import Composite, get_composite
+from onnxlrp.errors import InputError, UnsupportedModelError
+from onnxlrp.graph import canonicalize, load_model
+from onnxlrp.graph.load import ModelSource, model_label
+from onnxlrp.rules import Gradient, Rule
+
+TARGET_INPUT = "lrp_target"
+SEED_INPUT = "lrp_seed"
+TARGET_OUTPUT = "lrp_target_used"
+RELEVANCE_PREFIX = "relevance:"
+_LINEAR = frozenset({"Convolution", "Dense"})
+_FINAL_NORMALIZERS = ("Softmax", "LogSoftmax")
+
+
+def relevance_output(name: str) -> str:
+    """The compiled model's output name for the relevance of tensor ``name``."""
+    return RELEVANCE_PREFIX + name
+
+
+@dataclass
+class PlannedUnit:
+    """A unit with the rule it gets (None: the gradient) and why it cannot be explained, if so."""
+
+    unit: ops.Unit | None
+    node: ir.Node
+    rule: Rule | None = None
+    problem: str | None = None
+    is_first: bool = False
+
+    @property
+    def rule_label(self) -> str:
+        if self.unit is None:
+            return "-"
+        if self.unit.kind == "routing":
+            return "Gradient (routing)"
+        return repr(self.rule or Gradient())
+
+
+@dataclass
+class Plan:
+    """The canonical model, the explained output and each unit's rule."""
+
+    model: ir.Model
+    label: str
+    output: ir.Value
+    explained: ir.Value
+    stripped: str | None
+    units: list[PlannedUnit] = field(default_factory=list)
+    active: set[ir.Value] = field(default_factory=set)
+
+    @property
+    def problems(self) -> list[tuple[str, str, str]]:
+        return [(p.node.name, p.node.op_type, p.problem) for p in self.units if p.problem]
+
+
+def _pick_output(graph: ir.Graph, output: str | None, label: str) -> ir.Value:
+    names = [v.name for v in graph.outputs]
+    if output is None:
+        return graph.outputs[0]
+    if output not in names:
+        raise InputError(f"{label}: no output named {output!r}; the outputs are: {', '.join(names)}")
+    return graph.outputs[names.index(output)]
+
+
+def _strip_normalizer(value: ir.Value) -> tuple[ir.Value, str | None]:
+    """The input of a final Softmax/LogSoftmax (the logits), and a note saying what was stripped."""
+    producer = value.producer()
+    if producer is not None and producer.op_type in _FINAL_NORMALIZERS:
+        return producer.inputs[
+            0
+        ], f"explained from the input of the final {producer.op_type} ({producer.name!r})"
+    return value, None
+
+
+def _ancestors(value: ir.Value) -> set[ir.Node]:
+    seen: set[ir.Node] = set()
+    stack = [value.producer()]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        stack.extend(v.producer() for v in node.inputs if v is not None)
+    return seen
+
+
+def plan(
+    model: ModelSource, composite: str | Composite = "epsilon", *, output: str | None = None, **params
+) -> Plan:
+    """Canonicalise ``model`` and decide each unit's rule, without building anything."""
+    composite = get_composite(composite, **params)
+    label = model_label(model)
+    ir_model = canonicalize(load_model(model), label)
+    graph = ir_model.graph
+    chosen = _pick_output(graph, output, label)
+    explained, stripped = _strip_normalizer(chosen)
+    active = activation_values(graph)
+    if explained not in active:
+        raise InputError(f"{label}: output {chosen.name!r} does not depend on any float input")
+    nonneg = nonnegative_values(graph, active)
+    ctx = ops.GraphContext(is_activation=active.__contains__, is_nonnegative=nonneg.__contains__)
+    needed = _ancestors(explained)
+    result = Plan(ir_model, label, chosen, explained, stripped, active=active)
+    absorbed: set[ir.Node] = set()
+    pristine = {v for v in graph.inputs if v in active}  # reached from an input through no linear layer
+    for node in graph:
+        if (
+            node in absorbed
+            or node not in needed
+            or not any(v in active for v in node.inputs if v is not None)
+        ):
+            continue
+        entry = PlannedUnit(None, node)
+        result.units.append(entry)
+        factory = ops.REGISTRY.get(node.op_type) if node.domain in ("", "ai.onnx") else None
+        if factory is None:
+            entry.problem = (
+                f"op type {node.domain + '.' if node.domain else ''}{node.op_type} is not supported"
+            )
+            continue
+        try:
+            unit = factory(node, ctx)
+        except ops.Unsupported as error:
+            entry.problem = str(error)
+            continue
+        entry.unit = unit
+        absorbed.update(unit.nodes[1:])
+        reads_pristine = any(v in pristine for v in unit.inputs)
+        entry.is_first = reads_pristine and unit.category in _LINEAR
+        if reads_pristine and unit.category not in _LINEAR:
+            pristine.update(unit.outputs)
+        if unit.kind != "routing":
+            entry.rule = composite.rule_for(unit, entry.is_first)
+            if entry.rule is not None and not entry.rule.applies_to(unit.kind):
+                entry.problem = f"rule {entry.rule!r} does not apply to a {unit.kind} layer"
+    return result
+
+
+@dataclass
+class CompiledModel:
+    """The compiled ONNX model and what its inputs and outputs mean."""
+
+    model: onnx.ModelProto
+    composite: str
+    inputs: list[str]
+    explained: str
+    explained_note: str | None
+    relevance_outputs: dict[str, str]
+    layer_outputs: dict[str, str]
+    compile_seconds: float
+
+    def save(self, path: str | Path) -> Path:
+        """Write the compiled model to ``path`` (a single self-contained file)."""
+        path = Path(path)
+        onnx.save(self.model, str(path))
+        return path
+
+
+def _output_relevance(b: Builder, explained: ir.Value, graph: ir.Graph) -> tuple[ir.Value, ir.Value]:
+    """Add the seed inputs; return the relevance at the explained output and the targets used."""
+    target = ir.Value(name=TARGET_INPUT, shape=ir.Shape(["batch"]), type=ir.TensorType(ir.DataType.INT64))
+    seed = ir.Value(name=SEED_INPUT, shape=explained.shape, type=explained.type)
+    graph.inputs.extend([target, seed])
+    rank = len(explained.shape) if explained.shape is not None else 2
+    scores = (
+        explained if rank == 2 else b.op("ReduceSum", explained, b.int64(list(range(2, rank))), keepdims=0)
+    )
+    top1 = b.op("ArgMax", scores, axis=1, keepdims=0)
+    used = b.op("Where", b.op("Equal", target, b.int64(-1)), top1, target)
+    classes = b.op("Range", b.int64(0), b.op("Gather", b.shape(explained), b.int64(1), axis=0), b.int64(1))
+    one_hot = b.op("Equal", b.op("Unsqueeze", used, b.int64([1])), classes)
+    if rank > 2:
+        one_hot = b.op("Unsqueeze", one_hot, b.int64(list(range(2, rank))))
+    one_hot = b.op("Cast", one_hot, to=explained.dtype)
+    relevance = b.op("Add", seed, b.op("Mul", one_hot, explained))
+    return relevance, used
+
+
+def _propagate(b: Builder, planned: PlannedUnit, relevances: list[ir.Value | None]) -> list[ir.Value | None]:
+    unit = planned.unit
+    if unit.kind == "routing":
+        return unit.backward(b, relevances)
+    rule = planned.rule or Gradient()
+    relevance = relevances[0]
+    if unit.kind == "linear":
+        return [rule.linear(b, unit, relevance)]
+    if unit.kind == "elementwise":
+        return [rule.elementwise(b, unit, relevance)]
+    return rule.summation(b, unit, relevance)
+
+
+def _name_output(b: Builder, graph: ir.Graph, value: ir.Value, name: str) -> None:
+    named = b.op("Identity", value)
+    named.name = name
+    graph.outputs.append(named)
+
+
+def compile(
+    model: ModelSource,
+    composite: str | Composite = "epsilon",
+    *,
+    output: str | None = None,
+    layers: bool = False,
+    **params,
+) -> CompiledModel:
+    """Compile ``model`` into one ONNX model computing its outputs and their LRP relevance.
+
+    ``composite`` is a name (see ``onnxlrp.composites.COMPOSITES``) or a ``Composite``; ``params``
+    are its rule parameters (``epsilon``, ``gamma``, ``low``, ``high``, ``stabilizer``).
+    ``output`` picks the explained output (default: the first); ``layers=True`` adds the relevance
+    of every intermediate tensor as outputs.
+    """
+    start = time.perf_counter()
+    composite_obj = get_composite(composite, **params)
+    the_plan = plan(model, composite_obj, output=output)
+    if the_plan.problems:
+        raise UnsupportedModelError(the_plan.label, the_plan.problems)
+    graph = the_plan.model.graph
+    b = Builder(graph)
+    model_inputs = [v for v in graph.inputs]
+    originals = {v.name for v in graph.outputs}
+    relevance, used = _output_relevance(b, the_plan.explained, graph)
+    arrived: dict[ir.Value, list[ir.Value]] = {the_plan.explained: [relevance]}
+    for planned in reversed(the_plan.units):
+        unit = planned.unit
+        if not any(o in arrived for o in unit.outputs):
+            continue
+        b.scope = unit.name
+        incoming = [b.sum(arrived[o]) if o in arrived else None for o in unit.outputs]
+        for o, r in zip(unit.outputs, incoming):
+            if r is not None:
+                arrived[o] = [r]
+        for x, r in zip(unit.inputs, _propagate(b, planned, incoming)):
+            if r is not None:
+                arrived.setdefault(x, []).append(r)
+    b.scope = ""
+    if the_plan.explained.name not in originals:
+        graph.outputs.append(the_plan.explained)
+    used.name = TARGET_OUTPUT
+    graph.outputs.append(used)
+    relevance_outputs = {}
+    for x in model_inputs:
+        if x not in the_plan.active:
+            continue
+        parts = arrived.get(x)
+        r = b.sum(parts) if parts else b.op("Mul", x, b.const(0.0, x.dtype.numpy()))
+        relevance_outputs[x.name] = relevance_output(x.name)
+        _name_output(b, graph, r, relevance_output(x.name))
+    layer_outputs = {}
+    if layers:
+        for value, parts in arrived.items():
+            if value in model_inputs or len(parts) != 1:
+                continue
+            layer_outputs[value.name] = relevance_output(value.name)
+            _name_output(b, graph, parts[0], relevance_output(value.name))
+    proto = ir.serde.serialize_model(the_plan.model)
+    proto.producer_name = "onnxlrp"
+    return CompiledModel(
+        model=proto,
+        composite=composite_obj.name,
+        inputs=[v.name for v in model_inputs],
+        explained=the_plan.explained.name,
+        explained_note=the_plan.stripped,
+        relevance_outputs=relevance_outputs,
+        layer_outputs=layer_outputs,
+        compile_seconds=time.perf_counter() - start,
+    )
+
+
+__all__ = ["CompiledModel", "Plan", "compile", "plan"]

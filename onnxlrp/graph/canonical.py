@@ -1,0 +1,57 @@
+"""The canonical form that the compiler works on, built from well-kept library passes.
+
+onnxscript's optimizer inlines ONNX functions (dynamo exports), folds constants (weights held in
+``Constant`` nodes, shape arithmetic on static dimensions) and removes Identity nodes; its rewriter
+folds BatchNormalization into the Conv/ConvTranspose/Gemm before it and removes inference Dropout.
+onnx_ir's passes lift constants to initializers, drop initializers listed as graph inputs (old IR
+versions) and infer shapes. Only what no library does lives in ``onnxlrp.graph.passes``.
+"""
+
+from __future__ import annotations
+
+import onnx
+import onnx.version_converter
+import onnx_ir as ir
+import onnx_ir.passes.common as common_passes
+import onnxscript.optimizer
+from onnxscript import rewriter
+from onnxscript.rewriter.rules import common as rules
+
+from onnxlrp.errors import ModelLoadError
+from onnxlrp.graph import passes
+
+MIN_OPSET = 17
+_LIBRARY_RULES = [
+    rules.fuse_batchnorm_into_conv_rule,
+    rules.fuse_batchnorm_into_conv_transpose_rule,
+    rules.fuse_batchnorm_into_gemm_rule,
+    rules.dropout_inference_rule,
+    rules.dropout_zero_rule,
+    rules.no_op_cast_rule,
+    rules.cast_cast_rule,
+]
+
+
+def _opset(model: onnx.ModelProto) -> int:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
+
+
+def canonicalize(model: onnx.ModelProto, label: str) -> ir.Model:
+    """Return the canonical ``ir.Model`` of ``model`` (the argument is left untouched)."""
+    if _opset(model) < MIN_OPSET:
+        try:
+            model = onnx.version_converter.convert_version(model, MIN_OPSET)
+        except Exception as error:
+            raise ModelLoadError(
+                f"{label}: cannot convert opset {_opset(model)} to {MIN_OPSET}: {error}"
+            ) from error
+    ir_model = ir.serde.deserialize_model(model)
+    common_passes.RemoveInitializersFromInputsPass()(ir_model)
+    common_passes.LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0)(ir_model)
+    onnxscript.optimizer.optimize(ir_model)
+    ir_model = rewriter.rewrite(ir_model, pattern_rewrite_rules=_LIBRARY_RULES)
+    passes.run_all(ir_model)
+    onnxscript.optimizer.optimize(ir_model)
+    common_passes.LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0)(ir_model)
+    common_passes.TopologicalSortPass()(ir_model)
+    return ir_model

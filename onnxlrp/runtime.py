@@ -1,0 +1,241 @@
+"""The Explainer: compiles once, then runs the compiled model with onnxruntime."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from onnxlrp.compiler import SEED_INPUT, TARGET_INPUT, TARGET_OUTPUT, CompiledModel, compile
+from onnxlrp.composites import Composite
+from onnxlrp.errors import InputError
+from onnxlrp.graph.load import ModelSource
+
+_NUMPY_TYPES = {
+    "tensor(float)": np.float32,
+    "tensor(double)": np.float64,
+    "tensor(float16)": np.float16,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+    "tensor(bool)": np.bool_,
+}
+NO_TARGET = -2
+
+
+@functools.cache
+def cuda_works() -> bool:
+    """Whether onnxruntime's CUDA provider loads here (checked once, on a one-node model)."""
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        return False
+    x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Relu", ["x"], ["y"])],
+        "probe",
+        [x],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])],
+    )
+    probe = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
+    ort.set_default_logger_severity(4)
+    try:
+        session = ort.InferenceSession(probe.SerializeToString(), providers=["CUDAExecutionProvider"])
+        return "CUDAExecutionProvider" in session.get_providers()
+    except Exception:
+        return False
+    finally:
+        ort.set_default_logger_severity(2)
+
+
+def default_providers() -> list[str]:
+    """CUDA when its provider works here, then the CPU."""
+    return (["CUDAExecutionProvider"] if cuda_works() else []) + ["CPUExecutionProvider"]
+
+
+def make_session(
+    compiled: CompiledModel, providers: Sequence[str] | None = None, threads: int | None = None
+) -> ort.InferenceSession:
+    """An onnxruntime session for the compiled model, all graph optimizations on."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
+    return ort.InferenceSession(
+        compiled.model.SerializeToString(), options, providers=list(providers or default_providers())
+    )
+
+
+@dataclass
+class Result:
+    """What ``Explainer.explain`` returns.
+
+    ``relevance``: an array shaped like the input (a dict by input name for several inputs);
+    ``output``: the explained output (the logits when a final Softmax was stripped);
+    ``target``: the class index explained for each sample (-2 where a seed was given);
+    ``layers``: the relevance of every intermediate tensor when the Explainer has ``layers=True``.
+    """
+
+    relevance: np.ndarray | dict[str, np.ndarray]
+    output: np.ndarray
+    target: np.ndarray
+    explained: str
+    note: str | None = None
+    layers: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+@dataclass
+class _InputSpec:
+    name: str
+    shape: list
+    dtype: type
+
+
+class Explainer:
+    """Compile ``model`` with ``composite`` once; ``explain`` runs forward and LRP in one call.
+
+    ``providers`` overrides onnxruntime's execution providers (default: CUDA if it works, else
+    CPU); ``providers`` on the instance tells which are in use. ``threads`` sets onnxruntime's
+    intra-op thread count. Other keyword arguments are rule parameters of the composite.
+    """
+
+    def __init__(
+        self,
+        model: ModelSource,
+        composite: str | Composite = "epsilon",
+        *,
+        output: str | None = None,
+        layers: bool = False,
+        providers: Sequence[str] | None = None,
+        threads: int | None = None,
+        **params,
+    ):
+        self.compiled = compile(model, composite, output=output, layers=layers, **params)
+        self.session = make_session(self.compiled, providers, threads)
+        self.providers: list[str] = self.session.get_providers()
+        extra = {TARGET_INPUT, SEED_INPUT}
+        self.inputs = [
+            _InputSpec(i.name, list(i.shape), _NUMPY_TYPES.get(i.type, np.float32))
+            for i in self.session.get_inputs()
+            if i.name not in extra
+        ]
+        explained = next(o for o in self.session.get_outputs() if o.name == self.compiled.explained)
+        self.output_shape = list(explained.shape)
+        self.output_dtype = _NUMPY_TYPES.get(explained.type, np.float32)
+
+    @property
+    def input_name(self) -> str:
+        return self.inputs[0].name
+
+    @property
+    def input_shape(self) -> list:
+        return self.inputs[0].shape
+
+    @property
+    def num_classes(self) -> int | None:
+        dim = self.output_shape[1] if len(self.output_shape) > 1 else None
+        return dim if isinstance(dim, int) else None
+
+    def _feeds(self, inputs) -> dict[str, np.ndarray]:
+        if not isinstance(inputs, dict):
+            if len(self.inputs) != 1:
+                names = ", ".join(i.name for i in self.inputs)
+                raise InputError(
+                    f"the model has {len(self.inputs)} inputs ({names}); pass a dict by input name"
+                )
+            inputs = {self.inputs[0].name: inputs}
+        known = {i.name for i in self.inputs}
+        unknown = sorted(set(inputs) - known)
+        if unknown:
+            raise InputError(
+                f"unknown input(s) {', '.join(unknown)}; the model's inputs are: {', '.join(sorted(known))}"
+            )
+        feeds = {}
+        batch = None
+        for spec in self.inputs:
+            if spec.name not in inputs:
+                raise InputError(f"missing input {spec.name!r} (expected shape {spec.shape})")
+            array = np.asarray(inputs[spec.name])
+            if array.dtype != spec.dtype:
+                raise InputError(
+                    f"input {spec.name!r}: expected dtype {np.dtype(spec.dtype).name}, got {array.dtype.name}"
+                )
+            if array.ndim != len(spec.shape) or any(
+                isinstance(d, int) and d != s for d, s in zip(spec.shape, array.shape)
+            ):
+                raise InputError(f"input {spec.name!r}: expected shape {spec.shape}, got {list(array.shape)}")
+            if batch is not None and array.shape[0] != batch:
+                raise InputError(f"input {spec.name!r}: batch size {array.shape[0]} differs from {batch}")
+            batch = array.shape[0]
+            feeds[spec.name] = array
+        return feeds
+
+    def _targets(self, target, batch: int) -> np.ndarray:
+        if target is None:
+            return np.full(batch, -1, dtype=np.int64)
+        array = np.asarray(target)
+        if array.dtype.kind not in "iu" or array.ndim > 1:
+            raise InputError(f"target must be an int, a sequence of ints or None, got {target!r}")
+        array = (
+            np.broadcast_to(array.astype(np.int64), (batch,)) if array.ndim == 0 else array.astype(np.int64)
+        )
+        if array.shape != (batch,):
+            raise InputError(f"target has {array.shape[0]} entries for a batch of {batch}")
+        classes = self.num_classes
+        bad = array[(array < 0) | (classes is not None and array >= classes)]
+        if bad.size:
+            raise InputError(
+                f"target {int(bad[0])} is out of range for output {self.compiled.explained!r} "
+                f"with {classes} classes (valid: 0..{classes - 1 if classes else '?'})"
+            )
+        return np.ascontiguousarray(array)
+
+    def _seed(self, seed, batch: int) -> np.ndarray:
+        shape = [batch] + [d if isinstance(d, int) else None for d in self.output_shape[1:]]
+        if seed is None:
+            if None in shape:
+                raise InputError(
+                    f"output {self.compiled.explained!r} has a dynamic shape {self.output_shape}; give seed="
+                )
+            return np.zeros(shape, dtype=self.output_dtype)
+        seed = np.asarray(seed, dtype=self.output_dtype)
+        if seed.ndim != len(shape) or any(d is not None and d != s for d, s in zip(shape, seed.shape)):
+            raise InputError(
+                f"seed: expected shape {shape} (the explained output {self.compiled.explained!r}), "
+                f"got {list(seed.shape)}"
+            )
+        return seed
+
+    def explain(self, inputs, target=None, seed=None) -> Result:
+        """Explain ``inputs`` (an array, or a dict by input name) for ``target``.
+
+        ``target``: an int (every sample), a sequence of ints (one per sample) or None (each
+        sample's top-1). ``seed``: the relevance at the explained output, instead of
+        ``one_hot(target) * output``.
+        """
+        feeds = self._feeds(inputs)
+        batch = next(iter(feeds.values())).shape[0]
+        if seed is not None and target is not None:
+            raise InputError("give either target or seed, not both")
+        feeds[TARGET_INPUT] = (
+            np.full(batch, NO_TARGET, dtype=np.int64) if seed is not None else self._targets(target, batch)
+        )
+        feeds[SEED_INPUT] = self._seed(seed, batch)
+        names = [
+            self.compiled.explained,
+            TARGET_OUTPUT,
+            *self.compiled.relevance_outputs.values(),
+            *self.compiled.layer_outputs.values(),
+        ]
+        values = dict(zip(names, self.session.run(names, feeds)))
+        relevance = {name: values[out] for name, out in self.compiled.relevance_outputs.items()}
+        return Result(
+            relevance=next(iter(relevance.values())) if len(relevance) == 1 else relevance,
+            output=values[self.compiled.explained],
+            target=values[TARGET_OUTPUT],
+            explained=self.compiled.explained,
+            note=self.compiled.explained_note,
+            layers={name: values[out] for name, out in self.compiled.layer_outputs.items()},
+        )
