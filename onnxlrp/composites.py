@@ -212,6 +212,7 @@ def get_composite(composite: str | Composite, **params) -> Composite:
     unknown = sorted(set(params) - set(accepted))
     if unknown:
         raise CompositeError(
-            f"composite {name!r} takes no parameter(s) {', '.join(unknown)}; it takes: {', '.join(accepted) or 'none'}"
+            f"composite {name!r} takes no parameter(s) {', '.join(unknown)}; "
+            f"it takes: {', '.join(accepted) or 'none'}"
         )
     return factory(**params)
