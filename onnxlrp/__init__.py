@@ -8,6 +8,7 @@ from onnxlrp import rules
 from onnxlrp.compiler import CompiledModel, compile
 from onnxlrp.composites import COMPOSITES, Composite
 from onnxlrp.errors import CompositeError, InputError, ModelLoadError, OnnxLrpError, UnsupportedModelError
+from onnxlrp.report import ModelReport, NodeReport, inspect
 from onnxlrp.runtime import Explainer, Result
 
 __version__ = "0.1.0"
@@ -18,10 +19,13 @@ __all__ = [
     "CompositeError",
     "Explainer",
     "InputError",
+    "ModelReport",
+    "NodeReport",
     "ModelLoadError",
     "OnnxLrpError",
     "Result",
     "UnsupportedModelError",
     "compile",
+    "inspect",
     "rules",
 ]
