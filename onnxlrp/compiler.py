@@ -217,10 +217,24 @@ def _propagate(b: Builder, planned: PlannedUnit, relevances: list[ir.Value | Non
     return rule.summation(b, unit, relevance)
 
 
-def _name_output(b: Builder, graph: ir.Graph, value: ir.Value, name: str) -> None:
+def _name_output(b: Builder, graph: ir.Graph, value: ir.Value, name: str, like: ir.Value) -> None:
+    """Add ``value`` as graph output ``name``, shaped like ``like``."""
     named = b.op("Identity", value)
     named.name = name
+    named.shape = like.shape
     graph.outputs.append(named)
+
+
+def _to_proto(model: ir.Model) -> onnx.ModelProto:
+    """Serialize, keeping only complete value_info (built values carry a type but no shape)."""
+    proto = ir.serde.serialize_model(model)
+    complete = [v for v in proto.graph.value_info if v.type.tensor_type.HasField("shape")]
+    del proto.graph.value_info[:]
+    proto.graph.value_info.extend(complete)
+    if not all(v.type.tensor_type.HasField("shape") for v in proto.graph.output):
+        proto = onnx.shape_inference.infer_shapes(proto)
+    proto.producer_name = "onnxlrp"
+    return proto
 
 
 def compile(
@@ -265,6 +279,7 @@ def compile(
     if the_plan.explained.name not in originals:
         graph.outputs.append(the_plan.explained)
     used.name = TARGET_OUTPUT
+    used.shape = ir.Shape([the_plan.explained.shape[0] if the_plan.explained.shape else "batch"])
     graph.outputs.append(used)
     relevance_outputs = {}
     for x in model_inputs:
@@ -273,18 +288,16 @@ def compile(
         parts = arrived.get(x)
         r = b.sum(parts) if parts else b.op("Mul", x, b.const(0.0, x.dtype.numpy()))
         relevance_outputs[x.name] = relevance_output(x.name)
-        _name_output(b, graph, r, relevance_output(x.name))
+        _name_output(b, graph, r, relevance_output(x.name), like=x)
     layer_outputs = {}
     if layers:
         for value, parts in arrived.items():
             if value in model_inputs or len(parts) != 1:
                 continue
             layer_outputs[value.name] = relevance_output(value.name)
-            _name_output(b, graph, parts[0], relevance_output(value.name))
-    proto = ir.serde.serialize_model(the_plan.model)
-    proto.producer_name = "onnxlrp"
+            _name_output(b, graph, parts[0], relevance_output(value.name), like=value)
     return CompiledModel(
-        model=proto,
+        model=_to_proto(the_plan.model),
         composite=composite_obj.name,
         inputs=[v.name for v in model_inputs],
         explained=the_plan.explained.name,
