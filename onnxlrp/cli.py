@@ -110,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("info", help="list a model's inputs, outputs, op types and the rules they get")
     p.add_argument("model", metavar="MODEL", help="ONNX model")
-    p.add_argument("--composite", default=DEFAULT_COMPOSITE, metavar="NAME", help=_composite_help())
+    _add_rule_options(p)
     p.set_defaults(func=cmd_info)
     return parser
 
@@ -134,9 +134,10 @@ def load_input(path: str, input_shape: Sequence[Any]) -> np.ndarray:
     """Read ``path`` as a batch for a model input of shape ``input_shape`` (dims int, str or None).
 
     ``.npy``: a batch, or one sample (the batch axis is then added); cast to float32 unless it is
-    float16/float32.  Images: converted to greyscale or RGB after the input's channel count,
-    resized to its height and width (when static), scaled to [0, 1]; NCHW, or NHWC when the model's
-    last axis looks like channels and the second does not.
+    float16/float32 (the caller casts to the model's input type where it knows it).
+    Images: converted to greyscale or RGB after the input's channel count, resized to its height
+    and width when static (area average when shrinking, bilinear when enlarging), scaled to
+    [0, 1]; NCHW, or NHWC when the model's last axis looks like channels and the second does not.
     """
     _check_file(path, "input")
     rank = len(input_shape)
@@ -178,7 +179,11 @@ def _load_image(path: str, input_shape: Sequence[Any]) -> np.ndarray:
                 channels = 1 if image.mode in ("1", "L", "I", "I;16", "F") else 3
             image = image.convert("L" if channels == 1 else "RGB")
             if height and width and image.size != (width, height):
-                image = image.resize((width, height), Image.Resampling.BILINEAR, reducing_gap=3.0)
+                # shrinking: area average (exact for integer factors); enlarging: bilinear
+                shrink = image.size[0] >= width and image.size[1] >= height
+                image = image.resize(
+                    (width, height), Image.Resampling.BOX if shrink else Image.Resampling.BILINEAR
+                )
             array = np.asarray(image, dtype=np.float32) / 255.0
     except (OSError, UnidentifiedImageError) as error:
         raise CliError(f"input {path!r}: not a readable image ({error})") from error
@@ -214,7 +219,8 @@ def cmd_compile(args: argparse.Namespace) -> int:
     compiled = onnxlrp.compile(args.model, composite=args.composite, layers=args.layers, **_rule_params(args))
     compiled.save(args.output)
     graph = compiled.model.graph
-    outputs = ", ".join(o.name for o in graph.output)
+    names = [o.name for o in graph.output]
+    outputs = ", ".join(names[:4]) + (f", ... ({len(names)} in all)" if len(names) > 4 else "")
     print(
         f"compiled {args.model} ({args.composite}) -> {args.output}: "
         f"{len(graph.node)} nodes, outputs: {outputs}"
@@ -226,20 +232,41 @@ def cmd_explain(args: argparse.Namespace) -> int:
     import onnxlrp
 
     _check_file(args.model, "model")
+    if args.out or args.overlay:  # check the colour map before the (slower) compilation
+        from onnxlrp import viz
+
+        try:
+            viz.colormap_palette(args.cmap)
+        except ValueError as error:
+            raise CliError(f"--cmap {args.cmap!r}: not a colour map name or source ({error})") from error
     providers = [p.strip() for p in args.providers.split(",") if p.strip()] if args.providers else None
     explainer = onnxlrp.Explainer(
         args.model, composite=args.composite, providers=providers, **_rule_params(args)
     )
+    specs = getattr(explainer, "inputs", None)
+    if specs is not None and len(specs) != 1:
+        names = ", ".join(spec.name for spec in specs)
+        raise CliError(
+            f"the model has {len(specs)} inputs ({names}); the command line explains one-input models"
+        )
     x = load_input(args.input, explainer.input_shape)
+    dtype = getattr(specs[0], "dtype", None) if specs else None
+    if dtype is not None and x.dtype != dtype:
+        x = x.astype(dtype)
     result = explainer.explain(x, target=args.target)
 
-    relevance = np.asarray(result.relevance)
+    relevance = result.relevance
+    if isinstance(relevance, dict):  # one entry per model input; we have one input
+        relevance = next(iter(relevance.values()))
+    relevance = np.asarray(relevance)
     n = x.shape[0]
     logits = np.asarray(result.output).reshape(n, -1)
     targets = np.asarray(result.target).reshape(n, -1)[:, 0]
     sums = relevance.reshape(n, -1).astype(np.float64).sum(axis=1)
     print(f"model {args.model}, composite {args.composite}, providers {', '.join(explainer.providers)}")
     print(f"input {args.input}: {explainer.input_name} {list(x.shape)} {x.dtype}")
+    if getattr(result, "note", None):
+        print(f"note: {result.note}")
     with np.printoptions(precision=4, suppress=True, linewidth=100):
         print(f"logits[0]: {logits[0]}")
     for i in range(min(n, MAX_SAMPLE_LINES)):
@@ -257,11 +284,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
     if args.out or args.overlay:
         from onnxlrp import viz
 
-        try:
-            viz.colormap_palette(args.cmap)
-        except ValueError as error:
-            raise CliError(f"--cmap {args.cmap!r}: not a colour map name or source ({error})") from error
         sample = relevance[0]
+        if sample.ndim == 3 and sample.shape[-1] in (1, 3) and sample.shape[0] not in (1, 3):
+            sample = sample.transpose(2, 0, 1)  # channels-last (NHWC) model: heatmaps sum over C
         if args.out:
             img = viz.save_heatmap(sample, args.out, cmap=args.cmap, min_size=MIN_IMAGE_SIZE)
             print(f"wrote heatmap {img.shape[1]}x{img.shape[0]} to {args.out}")
@@ -285,34 +310,36 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
 
 
 def _shape_text(shape: Sequence[Any]) -> str:
-    return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
+    return "[" + ", ".join("?" if d is None or d == "None" else str(d) for d in shape) + "]"
 
 
 def cmd_info(args: argparse.Namespace) -> int:
     import onnxlrp
 
     _check_file(args.model, "model")
-    report = onnxlrp.inspect(args.model, composite=args.composite)
+    report = onnxlrp.inspect(args.model, composite=args.composite, **_rule_params(args))
     print(f"model {args.model}, composite {args.composite}")
     for title, values in (("inputs", report.inputs), ("outputs", report.outputs)):
         print(f"{title}:")
         for name, dtype, shape in values:
             print(f"  {name}: {dtype} {_shape_text(shape)}")
+    explained = getattr(report, "explained", None)
+    if explained:
+        print(f"explained output: {explained}")
+    if getattr(report, "note", None):
+        print(f"note: {report.note}")
 
-    by_op: dict[str, list[Any]] = {}
+    # one row per (op type, rule, supported); op types in the order of first appearance
+    groups: dict[tuple[str, str, bool], int] = {}
     for node in report.nodes:
-        by_op.setdefault(node.op_type, []).append(node)
-    rows = []
-    for op_type, nodes in by_op.items():
-        rules: dict[str, int] = {}
-        for node in nodes:
-            rule = node.rule or "-"
-            rules[rule] = rules.get(rule, 0) + 1
-        rule_text = ", ".join(rule if len(rules) == 1 else f"{rule} ({k})" for rule, k in rules.items())
-        ok = sum(1 for node in nodes if node.supported)
-        supported = "yes" if ok == len(nodes) else "no" if ok == 0 else f"partly ({ok} of {len(nodes)})"
-        rows.append([op_type, str(len(nodes)), rule_text, supported])
-    print(f"nodes: {len(report.nodes)}")
+        key = (node.op_type, node.rule or "-", bool(node.supported))
+        groups[key] = groups.get(key, 0) + 1
+    first_seen = {op: i for i, op in reversed(list(enumerate(node.op_type for node in report.nodes)))}
+    ordered = sorted(
+        groups.items(), key=lambda item: first_seen[item[0][0]]
+    )  # stable: rules keep their order
+    rows = [[op, str(count), rule, "yes" if ok else "no"] for (op, rule, ok), count in ordered]
+    print(f"nodes (after canonicalisation): {len(report.nodes)}")
     print(_table(rows, ["op type", "count", "rule", "supported"]))
 
     unsupported = [node for node in report.nodes if not node.supported]
@@ -338,6 +365,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exit_.code if isinstance(exit_.code, int) else 2
     try:
         return args.func(args)
+    except BrokenPipeError:  # stdout closed early (e.g. piped into head): stop quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so that the interpreter's final flush does not fail
+        return 1
     except OnnxLrpError as error:
         message = str(error)
     except OSError as error:  # writing outputs: missing directory, permissions, ...

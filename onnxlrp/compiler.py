@@ -113,7 +113,7 @@ def _ancestors(value: ir.Value) -> set[ir.Node]:
 
 
 def plan(
-    model: ModelSource, composite: str | Composite = "epsilon", *, output: str | None = None, **params
+    model: ModelSource, composite: str | Composite = "epsilon-plus-flat", *, output: str | None = None, **params
 ) -> Plan:
     """Canonicalise ``model`` and decide each unit's rule, without building anything."""
     composite = get_composite(composite, **params)
@@ -239,7 +239,7 @@ def _to_proto(model: ir.Model) -> onnx.ModelProto:
 
 def compile(
     model: ModelSource,
-    composite: str | Composite = "epsilon",
+    composite: str | Composite = "epsilon-plus-flat",
     *,
     output: str | None = None,
     layers: bool = False,

@@ -42,12 +42,12 @@ class ModelReport:
 
 def _describe(value: ir.Value) -> tuple[str, str, list]:
     dtype = value.dtype.name.lower() if value.dtype is not None else "?"
-    shape = [d if isinstance(d, int) else str(d) for d in value.shape] if value.shape is not None else []
+    shape = [d if isinstance(d, int) else d.value for d in value.shape] if value.shape is not None else []
     return value.name, dtype, shape
 
 
 def inspect(
-    model: ModelSource, composite: str | Composite = "epsilon", *, output: str | None = None, **params
+    model: ModelSource, composite: str | Composite = "epsilon-plus-flat", *, output: str | None = None, **params
 ) -> ModelReport:
     """Report every node of the canonical model with the rule it gets under ``composite``."""
     the_plan = plan(model, composite, output=output, **params)

@@ -104,7 +104,7 @@ class Explainer:
     def __init__(
         self,
         model: ModelSource,
-        composite: str | Composite = "epsilon",
+        composite: str | Composite = "epsilon-plus-flat",
         *,
         output: str | None = None,
         layers: bool = False,
