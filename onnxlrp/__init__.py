@@ -9,7 +9,7 @@ from onnxlrp.compiler import CompiledModel, compile
 from onnxlrp.composites import COMPOSITES, Composite
 from onnxlrp.errors import CompositeError, InputError, ModelLoadError, OnnxLrpError, UnsupportedModelError
 from onnxlrp.report import ModelReport, NodeReport, inspect
-from onnxlrp.runtime import Explainer, Result
+from onnxlrp.runtime import Explainer, Result, region_seed
 
 __version__ = "0.1.0"
 __all__ = [
@@ -27,5 +27,6 @@ __all__ = [
     "UnsupportedModelError",
     "compile",
     "inspect",
+    "region_seed",
     "rules",
 ]

@@ -47,9 +47,12 @@ def is_float(value: ir.Value) -> bool:
     return value.dtype is not None and value.dtype.is_floating_point()
 
 
-def activation_values(graph: ir.Graph) -> set[ir.Value]:
-    """Float values computed from a float model input through data (not shape) dependencies."""
-    active = {v for v in graph.inputs if is_float(v)}
+def activation_values(graph: ir.Graph, sources=()) -> set[ir.Value]:
+    """Float values computed from a float model input through data (not shape) dependencies.
+
+    ``sources``: further values that count as inputs (the embedding lookups of token-id inputs).
+    """
+    active = {v for v in graph.inputs if is_float(v)} | set(sources)
     for node in graph:
         if node.op_type in _SHAPE_OPS:
             continue

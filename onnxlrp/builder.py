@@ -36,7 +36,7 @@ class Builder:
             key = (array.dtype.str, array.shape, array.item())
             if key in self._scalars:
                 return self._scalars[key]
-        tensor = ir.tensor(np.ascontiguousarray(array))
+        tensor = ir.tensor(np.ascontiguousarray(array).reshape(array.shape))  # keep 0-d as 0-d
         value = ir.Value(
             name=self._name(hint), const_value=tensor, shape=tensor.shape, type=ir.TensorType(tensor.dtype)
         )
@@ -52,7 +52,8 @@ class Builder:
 
     def ops(self, op_type: str, *inputs, num_outputs: int = 1, **attributes) -> tuple[ir.Value, ...]:
         """Append one ``op_type`` node and return its outputs."""
-        dtype = next((dtype_of(v) for v in inputs if isinstance(v, ir.Value) and v.dtype), None)
+        typed = inputs[1:] if op_type == "Where" else inputs  # Where's condition is bool
+        dtype = next((dtype_of(v) for v in typed if isinstance(v, ir.Value) and v.dtype), None)
         values = [self._as_value(item, dtype) for item in inputs]
         attributes = {k: v for k, v in attributes.items() if v is not None}
         node = ir.node(op_type, values, attributes, num_outputs=num_outputs, name=self._name(op_type))

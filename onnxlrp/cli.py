@@ -6,7 +6,9 @@
     onnxlrp explain MODEL INPUT [--target N] [--composite NAME] [rule params]
                     [--out heatmap.png] [--overlay overlay.png] [--cmap bwr]
                     [--save-relevance rel.npy] [--providers CPUExecutionProvider,...]
+    onnxlrp explain MODEL --text "..." --tokenizer DIR [--target N] [--position P] [--out heat.html]
     onnxlrp info MODEL [--composite NAME]
+    onnxlrp batch MODEL DATA --out DIR [--composite NAME] [--target N] [--batch-size B] [--heatmaps]
 
 Rule parameters: ``--epsilon``, ``--gamma``, ``--stabilizer``, ``--low``, ``--high`` (the last two
 take a number or comma-separated per-channel numbers).  Only the ones given are passed on, so each
@@ -26,10 +28,10 @@ from typing import Any
 import numpy as np
 
 from onnxlrp.errors import OnnxLrpError
+from onnxlrp.io import IMAGE_SUFFIXES, load_input  # noqa: F401  (re-exported)
 
 PROG = "onnxlrp"
 DEFAULT_COMPOSITE = "epsilon-plus-flat"
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 MIN_IMAGE_SIZE = 256  # heatmaps of tiny inputs are upscaled (nearest neighbour) to at least this
 MAX_SAMPLE_LINES = 20
 
@@ -95,23 +97,46 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("explain", help="run a model on an input and draw the relevance as a heatmap")
     p.add_argument("model", metavar="MODEL", help="ONNX model")
     p.add_argument(
-        "input", metavar="INPUT", help="input: a .npy array (batch or one sample) or an image file"
+        "input",
+        metavar="INPUT",
+        nargs="?",
+        help="input: a .npy array (batch or one sample) or an image file (not with --text)",
     )
     p.add_argument("--target", type=int, help="output index to explain (default: each sample's top-1)")
+    p.add_argument("--text", help="explain a text model on this text (needs --tokenizer)")
+    p.add_argument("--tokenizer", metavar="DIR", help="tokenizer.json (or its directory) for --text")
+    p.add_argument("--position", type=int, help="--text on a language model: the position (default -1)")
     _add_rule_options(p)
-    p.add_argument("--out", metavar="PNG", help="write the first sample's heatmap here")
+    p.add_argument("--out", metavar="PNG", help="write the first sample's heatmap here (--text: HTML)")
     p.add_argument("--overlay", metavar="PNG", help="write the first sample's heatmap over its input here")
     p.add_argument("--cmap", default="bwr", help="heatmap colour map (default: bwr; see onnxlrp.viz)")
     p.add_argument("--save-relevance", metavar="NPY", help="write the relevance of all samples as .npy")
     p.add_argument(
         "--providers", help="comma-separated onnxruntime execution providers, in order of preference"
     )
-    p.set_defaults(func=cmd_explain)
+    p.set_defaults(func=cmd_explain, usage=p.format_usage())
 
     p = sub.add_parser("info", help="list a model's inputs, outputs, op types and the rules they get")
     p.add_argument("model", metavar="MODEL", help="ONNX model")
     _add_rule_options(p)
     p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser(
+        "batch", help="explain a folder of images or an array file, resumably, one result file per item"
+    )
+    p.add_argument("model", metavar="MODEL", help="ONNX model")
+    p.add_argument(
+        "data", metavar="DATA", help="a folder of images, a .npy/.npz file, or a text file of image paths"
+    )
+    p.add_argument("--out", required=True, metavar="DIR", help="where results go (a stopped job resumes)")
+    p.add_argument("--target", type=int, help="output index to explain (default: each item's top-1)")
+    p.add_argument("--batch-size", type=int, default=16, metavar="B", help="items per run (default 16)")
+    p.add_argument("--heatmaps", action="store_true", help="also write a heatmap PNG per item")
+    p.add_argument("--no-resize", action="store_true", help="fail images not of the model's size")
+    p.add_argument("--threads", type=int, help="onnxruntime intra-op threads")
+    p.add_argument("--providers", help="comma-separated onnxruntime execution providers")
+    _add_rule_options(p)
+    p.set_defaults(func=cmd_batch)
     return parser
 
 
@@ -124,73 +149,6 @@ def _check_file(path: str, what: str) -> None:
 
 # ------------------------------------------------------------------------------------------
 # inputs
-
-
-def _static(dim: Any) -> int | None:
-    return dim if isinstance(dim, int) and dim > 0 else None
-
-
-def load_input(path: str, input_shape: Sequence[Any]) -> np.ndarray:
-    """Read ``path`` as a batch for a model input of shape ``input_shape`` (dims int, str or None).
-
-    ``.npy``: a batch, or one sample (the batch axis is then added); cast to float32 unless it is
-    float16/float32 (the caller casts to the model's input type where it knows it).
-    Images: converted to greyscale or RGB after the input's channel count, resized to its height
-    and width when static (area average when shrinking, bilinear when enlarging), scaled to
-    [0, 1]; NCHW, or NHWC when the model's last axis looks like channels and the second does not.
-    """
-    _check_file(path, "input")
-    rank = len(input_shape)
-    if path.lower().endswith(".npy"):
-        try:
-            array = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as error:
-            raise CliError(f"input {path!r}: not a readable .npy file ({error})") from error
-        if array.ndim == rank - 1:
-            array = array[None]
-        if array.ndim != rank:
-            raise CliError(
-                f"input {path!r} has shape {list(array.shape)}; the model input has shape "
-                f"{list(input_shape)} (a batch or one sample is expected)"
-            )
-        if array.dtype not in (np.float16, np.float32):
-            array = array.astype(np.float32)
-        return np.ascontiguousarray(array)
-    if path.lower().endswith(IMAGE_SUFFIXES):
-        return _load_image(path, input_shape)
-    raise CliError(f"input {path!r}: unknown file type; use .npy or an image ({', '.join(IMAGE_SUFFIXES)})")
-
-
-def _load_image(path: str, input_shape: Sequence[Any]) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
-
-    if len(input_shape) != 4:
-        raise CliError(f"an image input needs a 4-D (NCHW) model input, but it has shape {list(input_shape)}")
-    dims = [_static(d) for d in input_shape]
-    channels_last = dims[3] in (1, 3) and dims[1] not in (1, 3)
-    channels, height, width = (dims[3], dims[1], dims[2]) if channels_last else (dims[1], dims[2], dims[3])
-    if channels not in (None, 1, 3):
-        raise CliError(
-            f"an image input needs 1 or 3 channels, but the model input has shape {list(input_shape)}"
-        )
-    try:
-        with Image.open(path) as image:
-            if channels is None:
-                channels = 1 if image.mode in ("1", "L", "I", "I;16", "F") else 3
-            image = image.convert("L" if channels == 1 else "RGB")
-            if height and width and image.size != (width, height):
-                # shrinking: area average (exact for integer factors); enlarging: bilinear
-                shrink = image.size[0] >= width and image.size[1] >= height
-                image = image.resize(
-                    (width, height), Image.Resampling.BOX if shrink else Image.Resampling.BILINEAR
-                )
-            array = np.asarray(image, dtype=np.float32) / 255.0
-    except (OSError, UnidentifiedImageError) as error:
-        raise CliError(f"input {path!r}: not a readable image ({error})") from error
-    array = array.reshape(array.shape[0], array.shape[1], channels)
-    if not channels_last:
-        array = array.transpose(2, 0, 1)
-    return np.ascontiguousarray(array[None])
 
 
 def _display_image(sample: np.ndarray) -> np.ndarray | None:
@@ -232,6 +190,16 @@ def cmd_explain(args: argparse.Namespace) -> int:
     import onnxlrp
 
     _check_file(args.model, "model")
+    if args.text is not None or args.tokenizer is not None:  # see onnxlrp.cli_text
+        from onnxlrp.cli_text import TEXT_COMPOSITE, explain_text
+
+        if args.text is None or args.tokenizer is None or args.input is not None:
+            raise CliError("--text and --tokenizer go together, and replace INPUT")
+        composite = TEXT_COMPOSITE if args.composite == DEFAULT_COMPOSITE else args.composite
+        return explain_text(args, composite, _rule_params(args))
+    if args.input is None:
+        usage = getattr(args, "usage", "").strip()
+        raise CliError(f"the following arguments are required: INPUT (or --text and --tokenizer)\n{usage}")
     if args.out or args.overlay:  # check the colour map before the (slower) compilation
         from onnxlrp import viz
 
@@ -313,6 +281,35 @@ def _shape_text(shape: Sequence[Any]) -> str:
     return "[" + ", ".join("?" if d is None or d == "None" else str(d) for d in shape) + "]"
 
 
+def cmd_batch(args: argparse.Namespace) -> int:
+    from onnxlrp import batch
+
+    _check_file(args.model, "model")
+    providers = [p.strip() for p in args.providers.split(",") if p.strip()] if args.providers else None
+    summary = batch.run(
+        args.model,
+        args.data,
+        args.out,
+        args.composite,
+        target=args.target,
+        batch_size=args.batch_size,
+        heatmaps=args.heatmaps,
+        resize=not args.no_resize,
+        providers=providers,
+        threads=args.threads,
+        **_rule_params(args),
+    )
+    print(
+        f"{summary['done']} of {summary['items']} items explained, {summary['failed']} failed "
+        f"-> {args.out} (summary.json)"
+    )
+    for failure in summary["failures"][:MAX_SAMPLE_LINES]:
+        print(f"  failed {failure['item']}: {failure['reason']}")
+    if summary["failed"] > MAX_SAMPLE_LINES:
+        print(f"  ... {summary['failed'] - MAX_SAMPLE_LINES} more in summary.json")
+    return 0
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     import onnxlrp
 
@@ -339,6 +336,10 @@ def cmd_info(args: argparse.Namespace) -> int:
         groups.items(), key=lambda item: first_seen[item[0][0]]
     )  # stable: rules keep their order
     rows = [[op, str(count), rule, "yes" if ok else "no"] for (op, rule, ok), count in ordered]
+    source = getattr(report, "source_ops", None)
+    if source:
+        listed = ", ".join(f"{op} {n}" for op, n in sorted(source.items(), key=lambda item: -item[1]))
+        print(f"source graph: {sum(source.values())} nodes ({listed})")
     print(f"nodes (after canonicalisation): {len(report.nodes)}")
     print(_table(rows, ["op type", "count", "rule", "supported"]))
 

@@ -12,6 +12,13 @@ The compiled model's interface (plain ONNX, no onnxlrp needed to run it):
 - outputs: the model's outputs, the explained output (when it is not one of them, e.g. the logits
   before a final Softmax), ``lrp_target_used`` and ``relevance:<input>`` for every float input;
   with ``layers=True`` also ``relevance:<tensor>`` for every intermediate tensor.
+- token-id inputs (int64 inputs read through an embedding ``Gather``, see ``onnxlrp.embeddings``):
+  the relevance stops at the embedding's output; ``relevance:<ids input>`` is its sum over the
+  hidden size, shaped like the ids. Other integer inputs (masks) are passed through.
+- (batch, position, class) outputs (language-model logits; ``has_positions``): the class is on
+  the last axis, at the position given per sample by the extra input ``lrp_position`` (int64,
+  negative from the end, -1 the last); ``lrp_seed`` may then have 1 on the position axis (it
+  broadcasts), and ``lrp_position_used`` gives the positions explained.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import onnx
 import onnx_ir as ir
 
@@ -27,17 +35,22 @@ from onnxlrp import ops
 from onnxlrp.analysis import activation_values, nonnegative_values
 from onnxlrp.builder import Builder
 from onnxlrp.composites import Composite, get_composite
+from onnxlrp.embeddings import token_embeddings, vocabulary_size
 from onnxlrp.errors import InputError, UnsupportedModelError
 from onnxlrp.graph import canonicalize, load_model
-from onnxlrp.graph.load import ModelSource, model_label
+from onnxlrp.graph.load import ModelSource, model_label, save_model
+from onnxlrp.ops import fusion
 from onnxlrp.rules import Gradient, Rule
 
 TARGET_INPUT = "lrp_target"
 SEED_INPUT = "lrp_seed"
 TARGET_OUTPUT = "lrp_target_used"
+POSITION_INPUT = "lrp_position"
+POSITION_OUTPUT = "lrp_position_used"
 RELEVANCE_PREFIX = "relevance:"
 _LINEAR = frozenset({"Convolution", "Dense"})
 _FINAL_NORMALIZERS = ("Softmax", "LogSoftmax")
+_SHAPE_ONLY = ("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity")
 
 
 def relevance_output(name: str) -> str:
@@ -75,6 +88,7 @@ class Plan:
     stripped: str | None
     units: list[PlannedUnit] = field(default_factory=list)
     active: set[ir.Value] = field(default_factory=set)
+    tokens: dict[ir.Value, ir.Value] = field(default_factory=dict)  # embedding output -> id input
 
     @property
     def problems(self) -> list[tuple[str, str, str]]:
@@ -93,6 +107,8 @@ def _pick_output(graph: ir.Graph, output: str | None, label: str) -> ir.Value:
 def _strip_normalizer(value: ir.Value) -> tuple[ir.Value, str | None]:
     """The input of a final Softmax/LogSoftmax (the logits), and a note saying what was stripped."""
     producer = value.producer()
+    while producer is not None and producer.op_type in _SHAPE_ONLY:  # opset-9 Softmax upgraded to
+        producer = producer.inputs[0].producer()  # Reshape(Softmax(Flatten(x))) by the converter
     if producer is not None and producer.op_type in _FINAL_NORMALIZERS:
         return producer.inputs[
             0
@@ -113,7 +129,11 @@ def _ancestors(value: ir.Value) -> set[ir.Node]:
 
 
 def plan(
-    model: ModelSource, composite: str | Composite = "epsilon-plus-flat", *, output: str | None = None, **params
+    model: ModelSource,
+    composite: str | Composite = "epsilon-plus-flat",
+    *,
+    output: str | None = None,
+    **params,
 ) -> Plan:
     """Canonicalise ``model`` and decide each unit's rule, without building anything."""
     composite = get_composite(composite, **params)
@@ -122,13 +142,14 @@ def plan(
     graph = ir_model.graph
     chosen = _pick_output(graph, output, label)
     explained, stripped = _strip_normalizer(chosen)
-    active = activation_values(graph)
+    tokens = token_embeddings(graph)  # embedding lookups of int64 id inputs: relevance ends there
+    active = activation_values(graph, tokens)
     if explained not in active:
         raise InputError(f"{label}: output {chosen.name!r} does not depend on any float input")
     nonneg = nonnegative_values(graph, active)
     ctx = ops.GraphContext(is_activation=active.__contains__, is_nonnegative=nonneg.__contains__)
     needed = _ancestors(explained)
-    result = Plan(ir_model, label, chosen, explained, stripped, active=active)
+    result = Plan(ir_model, label, chosen, explained, stripped, active=active, tokens=tokens)
     absorbed: set[ir.Node] = set()
     pristine = {v for v in graph.inputs if v in active}  # reached from an input through no linear layer
     for node in graph:
@@ -136,18 +157,20 @@ def plan(
             node in absorbed
             or node not in needed
             or not any(v in active for v in node.inputs if v is not None)
+            or not any(v in active for v in node.outputs)  # Shape, masks: no relevance path
         ):
             continue
         entry = PlannedUnit(None, node)
         result.units.append(entry)
+        fused = fusion.match(node, ctx)  # multi-node patterns: GELU, SiLU, LayerNorm, RMSNorm
         factory = ops.REGISTRY.get(node.op_type) if node.domain in ("", "ai.onnx") else None
-        if factory is None:
+        if factory is None and fused is None:
             entry.problem = (
                 f"op type {node.domain + '.' if node.domain else ''}{node.op_type} is not supported"
             )
             continue
         try:
-            unit = factory(node, ctx)
+            unit = fused or factory(node, ctx)
         except ops.Unsupported as error:
             entry.problem = str(error)
             continue
@@ -176,16 +199,56 @@ class CompiledModel:
     relevance_outputs: dict[str, str]
     layer_outputs: dict[str, str]
     compile_seconds: float
+    token_inputs: dict[str, int] = field(default_factory=dict)  # id input -> vocabulary size
+    positions: bool = False  # the explained output is (batch, position, class): see POSITION_INPUT
 
     def save(self, path: str | Path) -> Path:
-        """Write the compiled model to ``path`` (a single self-contained file)."""
-        path = Path(path)
-        onnx.save(self.model, str(path))
-        return path
+        """Write the compiled model to ``path``: one self-contained file, or for models over 2 GB
+        the graph in ``path`` and the tensors in ``<name>.data`` beside it (ONNX external data)."""
+        return save_model(self.model, path)
 
 
-def _output_relevance(b: Builder, explained: ir.Value, graph: ir.Graph) -> tuple[ir.Value, ir.Value]:
+def has_positions(explained: ir.Value) -> bool:
+    """Whether ``explained`` is laid out (batch, position, class): rank 3, a dynamic axis 1 and a
+    static last axis (language-model logits, token classification)."""
+    shape = explained.shape
+    return (
+        shape is not None and len(shape) == 3 and not isinstance(shape[1], int) and isinstance(shape[2], int)
+    )
+
+
+def _position_relevance(b: Builder, explained: ir.Value, graph: ir.Graph) -> tuple[ir.Value, ...]:
+    """As ``_output_relevance`` for (batch, position, class) outputs: the class is picked at the
+    position given per sample by ``lrp_position`` (negative: from the end, -1 the last)."""
+    int64 = ir.TensorType(ir.DataType.INT64)
+    target = ir.Value(name=TARGET_INPUT, shape=ir.Shape(["batch"]), type=int64)
+    position = ir.Value(name=POSITION_INPUT, shape=ir.Shape(["batch"]), type=int64)
+    dims = explained.shape
+    seed = ir.Value(
+        name=SEED_INPUT, shape=ir.Shape([dims[0], "lrp_seed_positions", dims[2]]), type=explained.type
+    )
+    graph.inputs.extend([target, seed, position])
+    length = b.op("Gather", b.shape(explained), b.int64([1]), axis=0)
+    used_position = b.op("Where", b.op("Less", position, b.int64(0)), b.op("Add", position, length), position)
+    positions = b.op("Range", b.int64(0), b.op("Squeeze", length, b.int64([0])), b.int64(1))
+    at = b.op(
+        "Cast", b.op("Equal", b.op("Unsqueeze", used_position, b.int64([1])), positions), to=explained.dtype
+    )
+    at = b.op("Unsqueeze", at, b.int64([2]))  # (batch, position, 1)
+    scores = b.op("ReduceSum", b.op("Mul", explained, at), b.int64([1]), keepdims=0)
+    top1 = b.op("ArgMax", scores, axis=1, keepdims=0)
+    used = b.op("Where", b.op("Equal", target, b.int64(-1)), top1, target)
+    classes = b.op("Range", b.int64(0), b.op("Gather", b.shape(explained), b.int64(2), axis=0), b.int64(1))
+    one_hot = b.op("Cast", b.op("Equal", b.op("Unsqueeze", used, b.int64([1])), classes), to=explained.dtype)
+    one_hot = b.op("Mul", at, b.op("Unsqueeze", one_hot, b.int64([1])))
+    relevance = b.op("Add", seed, b.op("Mul", one_hot, explained))
+    return relevance, used, used_position
+
+
+def _output_relevance(b: Builder, explained: ir.Value, graph: ir.Graph) -> tuple[ir.Value, ...]:
     """Add the seed inputs; return the relevance at the explained output and the targets used."""
+    if has_positions(explained):
+        return _position_relevance(b, explained, graph)
     target = ir.Value(name=TARGET_INPUT, shape=ir.Shape(["batch"]), type=ir.TensorType(ir.DataType.INT64))
     seed = ir.Value(name=SEED_INPUT, shape=explained.shape, type=explained.type)
     graph.inputs.extend([target, seed])
@@ -214,7 +277,9 @@ def _propagate(b: Builder, planned: PlannedUnit, relevances: list[ir.Value | Non
         return [rule.linear(b, unit, relevance)]
     if unit.kind == "elementwise":
         return [rule.elementwise(b, unit, relevance)]
-    return rule.summation(b, unit, relevance)
+    if unit.kind == "summation":
+        return rule.summation(b, unit, relevance)
+    return getattr(rule, unit.kind)(b, unit, relevance)  # product, softmax, normalization: a list
 
 
 def _name_output(b: Builder, graph: ir.Graph, value: ir.Value, name: str, like: ir.Value) -> None:
@@ -261,7 +326,7 @@ def compile(
     b = Builder(graph)
     model_inputs = [v for v in graph.inputs]
     originals = {v.name for v in graph.outputs}
-    relevance, used = _output_relevance(b, the_plan.explained, graph)
+    relevance, used, *position = _output_relevance(b, the_plan.explained, graph)
     arrived: dict[ir.Value, list[ir.Value]] = {the_plan.explained: [relevance]}
     for planned in reversed(the_plan.units):
         unit = planned.unit
@@ -272,7 +337,11 @@ def compile(
         for o, r in zip(unit.outputs, incoming):
             if r is not None:
                 arrived[o] = [r]
-        for x, r in zip(unit.inputs, _propagate(b, planned, incoming)):
+        try:
+            shares = _propagate(b, planned, incoming)
+        except ops.Unsupported as error:  # found only while emitting (e.g. unknown broadcast shapes)
+            raise UnsupportedModelError(the_plan.label, [(unit.name, unit.op_type, str(error))]) from error
+        for x, r in zip(unit.inputs, shares):
             if r is not None:
                 arrived.setdefault(x, []).append(r)
     b.scope = ""
@@ -281,6 +350,10 @@ def compile(
     used.name = TARGET_OUTPUT
     used.shape = ir.Shape([the_plan.explained.shape[0] if the_plan.explained.shape else "batch"])
     graph.outputs.append(used)
+    if position:
+        position[0].name = POSITION_OUTPUT
+        position[0].shape = ir.Shape([the_plan.explained.shape[0]])
+        graph.outputs.append(position[0])
     relevance_outputs = {}
     for x in model_inputs:
         if x not in the_plan.active:
@@ -289,6 +362,25 @@ def compile(
         r = b.sum(parts) if parts else b.op("Mul", x, b.const(0.0, x.dtype.numpy()))
         relevance_outputs[x.name] = relevance_output(x.name)
         _name_output(b, graph, r, relevance_output(x.name), like=x)
+    token_inputs = {}
+    for x in model_inputs:  # id inputs: the relevance of their embeddings, summed over the hidden size
+        lookups = [v for v, source in the_plan.tokens.items() if source is x]
+        if not lookups:
+            continue
+        b.scope = f"tokens/{x.name}"
+        per_token = [
+            b.op("ReduceSum", b.sum(arrived[v]), b.int64([-1]), keepdims=0) for v in lookups if v in arrived
+        ]
+        zeros = b.op(
+            "ConstantOfShape",
+            b.shape(x),
+            value=ir.tensor(np.zeros(1, dtype=the_plan.explained.dtype.numpy())),
+        )
+        r = b.sum(per_token) if per_token else zeros
+        relevance_outputs[x.name] = relevance_output(x.name)
+        token_inputs[x.name] = min(vocabulary_size(v) for v in lookups)
+        _name_output(b, graph, r, relevance_output(x.name), like=x)
+    b.scope = ""
     layer_outputs = {}
     if layers:
         for value, parts in arrived.items():
@@ -305,6 +397,8 @@ def compile(
         relevance_outputs=relevance_outputs,
         layer_outputs=layer_outputs,
         compile_seconds=time.perf_counter() - start,
+        token_inputs=token_inputs,
+        positions=bool(position),
     )
 
 

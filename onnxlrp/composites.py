@@ -13,7 +13,10 @@ Activation     Relu, LeakyRelu, PRelu, Clip, Sigmoid, Tanh, HardSigmoid, HardSwi
 BatchNorm      a BatchNormalization that could not be folded into the layer before it
 Sum            Add/Sum/Sub of activations (residual connections), ReduceSum
 AvgPool        AveragePool, GlobalAveragePool, ReduceMean
-Affine         an activation scaled or shifted by a constant
+Affine         an activation scaled or shifted by a constant (or by a mask, a rotary table)
+Product        Mul/MatMul of two activations (attention ``Q K^T``, ``P V``, gated MLPs)
+Softmax        a Softmax inside the model (attention probabilities)
+LayerNorm      LayerNormalization, also written out (RMSNorm: ``RMSNorm``; both: Normalization)
 =============  ====================================================================
 
 Units that no entry matches follow the gradient (MaxPool, reshapes, ...), as in Zennit.
@@ -34,13 +37,18 @@ from onnxlrp.ops.base import Unit
 from onnxlrp.rules import (
     AlphaBeta,
     DeconvNet,
+    Detach,
     Epsilon,
     Flat,
     Gamma,
     GuidedBackprop,
+    Identity,
+    InputXGradient,
     Norm,
     Pass,
     Rule,
+    SoftmaxRule,
+    Uniform,
     ZBox,
     ZPlus,
 )
@@ -54,6 +62,11 @@ KINDS: dict[str, frozenset[str]] = {
     "Sum": frozenset({"Sum"}),
     "AvgPool": frozenset({"AvgPool"}),
     "Affine": frozenset({"Affine"}),
+    "Product": frozenset({"Product"}),
+    "Softmax": frozenset({"Softmax"}),
+    "LayerNorm": frozenset({"LayerNorm"}),
+    "RMSNorm": frozenset({"RMSNorm"}),
+    "Normalization": frozenset({"LayerNorm", "RMSNorm"}),
 }
 RuleMap = Mapping[str, Rule]
 
@@ -184,6 +197,38 @@ def deconvnet() -> Composite:
     return Composite({"Relu": DeconvNet()}, name="deconvnet")
 
 
+def attnlrp(epsilon: float = 0.0) -> Composite:
+    """AttnLRP (Achtibat et al., ICML 2024) as LXT 2.1's efficient mode: gradient x input (LRP-0,
+    or epsilon) on every layer, biases and constant offsets keeping their share; the identity rule
+    on activations and RMSNorm; LayerNorm with its standard deviation held constant; the uniform
+    rule on products of two activations (``Q K^T``, ``P V``, gated MLPs); the softmax rule
+    ``R_x = x (R - s sum(R))`` on attention probabilities."""
+    local = InputXGradient(epsilon)
+    return Composite(
+        {
+            "Linear": local,
+            "Sum": local,
+            "AvgPool": local,
+            "Affine": local,
+            "BatchNorm": local,
+            "LayerNorm": local,
+            "Activation": Identity(),
+            "RMSNorm": Identity(),
+            "Product": Uniform(epsilon),
+            "Softmax": SoftmaxRule(),
+        },
+        name="attnlrp",
+    )
+
+
+def cp_lrp(epsilon: float = 0.0) -> Composite:
+    """CP-LRP (Ali et al., ICML 2022) in LXT 2.1's form: as ``attnlrp``, but nothing flows through
+    the softmax into Q and K, all of ``P V``'s relevance goes to V, and gates are held constant."""
+    layers = dict(attnlrp(epsilon).layer_map)
+    layers.update({"Product": Detach(epsilon), "Softmax": Detach(epsilon)})
+    return Composite(layers, name="cp-lrp")
+
+
 COMPOSITES: dict[str, Callable[..., Composite]] = {
     "gradient": gradient,
     "epsilon": epsilon,
@@ -195,6 +240,8 @@ COMPOSITES: dict[str, Callable[..., Composite]] = {
     "excitation-backprop": excitation_backprop,
     "guided-backprop": guided_backprop,
     "deconvnet": deconvnet,
+    "attnlrp": attnlrp,
+    "cp-lrp": cp_lrp,
 }
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+import onnx
 import onnx_ir as ir
 
 from onnxlrp.compiler import plan
@@ -29,6 +30,7 @@ class ModelReport:
     explained: str
     note: str | None
     nodes: list[NodeReport] = field(default_factory=list)
+    source_ops: dict[str, int] = field(default_factory=dict)  # op types of the file, before canonicalisation
 
     @property
     def unsupported(self) -> list[NodeReport]:
@@ -47,7 +49,11 @@ def _describe(value: ir.Value) -> tuple[str, str, list]:
 
 
 def inspect(
-    model: ModelSource, composite: str | Composite = "epsilon-plus-flat", *, output: str | None = None, **params
+    model: ModelSource,
+    composite: str | Composite = "epsilon-plus-flat",
+    *,
+    output: str | None = None,
+    **params,
 ) -> ModelReport:
     """Report every node of the canonical model with the rule it gets under ``composite``."""
     the_plan = plan(model, composite, output=output, **params)
@@ -72,5 +78,14 @@ def inspect(
             report.nodes.append(NodeReport(node.name, node.op_type, None, False, entry.problem))
         else:
             label = entry.rule_label + (" [first layer]" if entry.is_first and entry.rule else "")
+            if getattr(entry.unit, "note", None):  # e.g. a gate: relevance to the signal only
+                label += f" [{entry.unit.note}]"
             report.nodes.append(NodeReport(node.name, node.op_type, label, True))
+    report.source_ops = _source_ops(model)
     return report
+
+
+def _source_ops(model: ModelSource) -> dict[str, int]:
+    """How many nodes of each op type the file has, as its converter wrote it (weights not read)."""
+    proto = model if isinstance(model, onnx.ModelProto) else onnx.load(str(model), load_external_data=False)
+    return dict(Counter(node.op_type for node in proto.graph.node))

@@ -19,9 +19,10 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_ir as ir
 
-from onnxlrp.builder import Builder, dtype_of
+from onnxlrp.builder import Builder, dtype_of, static_shape
 from onnxlrp.errors import CompositeError
 from onnxlrp.ops.base import ElementwiseUnit, LinearUnit, SummationUnit
+from onnxlrp.ops.linear import ConvUnit, DenseUnit
 
 
 def stabilize(b: Builder, z: ir.Value, epsilon: float) -> ir.Value:
@@ -31,6 +32,28 @@ def stabilize(b: Builder, z: ir.Value, epsilon: float) -> ir.Value:
         "Where", b.op("GreaterOrEqual", z, b.const(0.0, dt)), b.const(epsilon, dt), b.const(-epsilon, dt)
     )
     return b.op("Add", z, shift)
+
+
+def stabilize_nonnegative(b: Builder, z: ir.Value, epsilon: float) -> ir.Value:
+    """``stabilize`` for a ``z`` that is never negative (sums of non-negative terms): ``z + epsilon``.
+
+    One op instead of three, with the same result: ``sign(z) = +1`` on ``z >= 0`` (-0.0 included).
+    """
+    return b.op("Add", z, b.const(epsilon, dtype_of(z)))
+
+
+def _cast(array: np.ndarray | None, dtype: np.dtype) -> np.ndarray | None:
+    return None if array is None else np.asarray(array, dtype=dtype)
+
+
+def _forward_plus(
+    b: Builder, unit: LinearUnit, x: ir.Value, weight: np.ndarray, bias: np.ndarray | None, epsilon: float
+) -> ir.Value:
+    """``unit.forward(x, weight, bias) + epsilon``, the epsilon folded into the bias when there is one
+    (for a forward product known to be non-negative this is ``stabilize``, in no extra op)."""
+    if bias is None:
+        return b.op("Add", unit.forward(b, x, weight, None), b.const(epsilon, unit.dtype))
+    return unit.forward(b, x, weight.astype(unit.weight.dtype), _cast(bias + epsilon, unit.weight.dtype))
 
 
 def _positive(b: Builder, x: ir.Value) -> ir.Value:
@@ -49,6 +72,36 @@ def _minus(a: np.ndarray | None) -> np.ndarray | None:
     return None if a is None else np.minimum(a, 0)
 
 
+def _per_channel(unit: LinearUnit, bound: float | np.ndarray) -> np.ndarray | None:
+    """``bound`` as one value per input channel of a Conv (or input feature of a 2-d Dense), when
+    it is constant over every other axis of one input sample; else None."""
+    shape = static_shape(unit.x)
+    if shape is None or None in shape[1:]:
+        return None
+    if isinstance(unit, ConvUnit) and len(shape) > 2 or isinstance(unit, DenseUnit) and len(shape) == 2:
+        array = np.asarray(bound, dtype=unit.dtype)
+        if array.ndim == 1 and len(shape) > 2 and array.shape[0] == shape[1]:
+            array = array.reshape([-1] + [1] * (len(shape) - 2))
+        try:
+            sample = np.broadcast_to(array, [1, *shape[1:]])
+        except ValueError:
+            return None
+        first = sample[(0, slice(None)) + (slice(0, 1),) * (len(shape) - 2)]
+        if np.array_equal(sample[0], np.broadcast_to(first, sample.shape[1:])):
+            return first.reshape(-1)
+    return None
+
+
+def _scale_input_channels(unit: LinearUnit, weight: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """``weight`` with the entries that read input channel ``c`` multiplied by ``scale[c]``."""
+    if isinstance(unit, DenseUnit):  # (in, out)
+        return (weight * scale[:, None]).astype(weight.dtype)
+    m, c_g, *kernel = weight.shape  # Conv: (M, C/g, k...)
+    g = unit.geometry["group"]
+    scaled = weight.reshape(g, m // g, c_g, *kernel) * scale.reshape(g, 1, c_g, *[1] * len(kernel))
+    return scaled.reshape(weight.shape).astype(weight.dtype)
+
+
 class Rule:
     """Base class: a rule implements the unit kinds it applies to."""
 
@@ -65,6 +118,17 @@ class Rule:
     def summation(self, b: Builder, unit: SummationUnit, relevance: ir.Value) -> list[ir.Value]:
         raise NotImplementedError
 
+    # transformer units (onnxlrp.ops.attention, onnxlrp.ops.layernorm); each returns one relevance
+    # (or None: nothing flows) per unit input
+    def product(self, b: Builder, unit, relevance: ir.Value) -> list[ir.Value | None]:
+        raise NotImplementedError
+
+    def softmax(self, b: Builder, unit, relevance: ir.Value) -> list[ir.Value | None]:
+        raise NotImplementedError
+
+    def normalization(self, b: Builder, unit, relevance: ir.Value) -> list[ir.Value | None]:
+        raise NotImplementedError
+
 
 @dataclass(frozen=True)
 class Gradient(Rule):
@@ -78,6 +142,15 @@ class Gradient(Rule):
 
     def summation(self, b, unit, relevance):
         return [unit.transposed(b, relevance, i) for i in range(len(unit.inputs))]
+
+    def product(self, b, unit, relevance):
+        return [unit.transposed(b, relevance, i) for i in range(len(unit.inputs))]
+
+    def softmax(self, b, unit, relevance):
+        return [unit.gradient(b, relevance)]
+
+    def normalization(self, b, unit, relevance):
+        return [unit.gradient(b, relevance)]
 
 
 @dataclass(frozen=True)
@@ -126,12 +199,11 @@ class ZPlus(Rule):
     def linear(self, b, unit, relevance):
         wp, wn, bp = _plus(unit.weight), _minus(unit.weight), _plus(unit.bias)
         if unit.x_nonnegative:
-            z = unit.forward(b, unit.x, wp, bp)
-            s = b.op("Div", relevance, stabilize(b, z, self.stabilizer))
+            s = b.op("Div", relevance, _forward_plus(b, unit, unit.x, wp, bp, self.stabilizer))
             return b.op("Mul", unit.x, unit.transposed(b, s, wp))
         xp, xn = _positive(b, unit.x), _negative(b, unit.x)
         z = b.op("Add", unit.forward(b, xp, wp, bp), unit.forward(b, xn, wn, None))
-        s = b.op("Div", relevance, stabilize(b, z, self.stabilizer))
+        s = b.op("Div", relevance, stabilize_nonnegative(b, z, self.stabilizer))
         return b.op(
             "Add", b.op("Mul", xp, unit.transposed(b, s, wp)), b.op("Mul", xn, unit.transposed(b, s, wn))
         )
@@ -157,7 +229,7 @@ class AlphaBeta(Rule):
         bp, bn = _plus(unit.bias), _minus(unit.bias)
         eps = self.stabilizer
         if unit.x_nonnegative:
-            sp = b.op("Div", relevance, stabilize(b, unit.forward(b, unit.x, wp, bp), eps))
+            sp = b.op("Div", relevance, _forward_plus(b, unit, unit.x, wp, bp, eps))
             sn = b.op("Div", relevance, stabilize(b, unit.forward(b, unit.x, wn, bn), eps))
             back = b.op(
                 "Sub",
@@ -168,7 +240,7 @@ class AlphaBeta(Rule):
         xp, xn = _positive(b, unit.x), _negative(b, unit.x)
         zp = b.op("Add", unit.forward(b, xp, wp, bp), unit.forward(b, xn, wn, None))
         zn = b.op("Add", unit.forward(b, xp, wn, bn), unit.forward(b, xn, wp, None))
-        sp = b.op("Div", relevance, stabilize(b, zp, eps))
+        sp = b.op("Div", relevance, stabilize_nonnegative(b, zp, eps))
         sn = b.op("Div", relevance, stabilize(b, zn, eps))
         positive = b.op(
             "Add", b.op("Mul", xp, unit.transposed(b, sp, wp)), b.op("Mul", xn, unit.transposed(b, sp, wn))
@@ -192,28 +264,41 @@ class Gamma(Rule):
     stabilizer: float = 1e-6
 
     def linear(self, b, unit, relevance):
-        w, bias, g = unit.weight, unit.bias, self.gamma
-        w1, w2 = w + g * _plus(w), w + g * _minus(w)
-        b1 = None if bias is None else bias + g * _plus(bias)
-        b3 = None if bias is None else bias + g * _minus(bias)
+        # With z = x W + b the layer's own output and q = x+ W+ + x- W- + b+, the modified outputs
+        # are zp = z + gamma q and zn = z + gamma (z - q) (as b = b+ + b-): one extra forward
+        # product instead of two (four for signed inputs). gp = R / stab(zp) where z > 0 and
+        # gn = R / stab(zn) where z < 0 (0 elsewhere). For non-negative inputs q >= 0, so zp > 0
+        # where z > 0 and zn < 0 where z < 0: stab(zp) = zp + eps and stab(zn) = zn - eps there,
+        # and the epsilon goes into the bias of ``gamma q + eps``. For signed inputs
+        # q = (x W + |x| |W|) / 2 + b+, and the backward pass
+        #   x+ (T(gp, W1) + T(gn, W2)) + x- (T(gp, W2) + T(gn, W1))
+        #   = x T(gp + gn, (1 + gamma/2) W) + |x| T(gp - gn, gamma/2 |W|)
+        # takes two transposed products instead of four.
+        w, bias, g, eps = unit.weight, unit.bias, self.gamma, self.stabilizer
         z = unit.output
         dt = dtype_of(z)
-        positive = b.op("Cast", b.op("Greater", z, b.const(0.0, dt)), to=z.dtype)
-        negative = b.op("Cast", b.op("Less", z, b.const(0.0, dt)), to=z.dtype)
-        eps = self.stabilizer
+        zero = b.const(0.0, dt)
         if unit.x_nonnegative:
-            zp, zn = unit.forward(b, unit.x, w1, b1), unit.forward(b, unit.x, w2, b3)
+            gq = _forward_plus(b, unit, unit.x, g * _plus(w), None if bias is None else g * _plus(bias), eps)
+            zp, zn = b.op("Add", z, gq), b.op("Sub", b.op("Mul", z, b.const(1.0 + g, dt)), gq)
         else:
-            xp, xn = _positive(b, unit.x), _negative(b, unit.x)
-            zp = b.op("Add", unit.forward(b, xp, w1, b1), unit.forward(b, xn, w2, None))
-            zn = b.op("Add", unit.forward(b, xp, w2, b3), unit.forward(b, xn, w1, None))
-        gp = b.op("Mul", positive, b.op("Div", relevance, stabilize(b, zp, eps)))
-        gn = b.op("Mul", negative, b.op("Div", relevance, stabilize(b, zn, eps)))
+            magnitude = b.op("Abs", unit.x)
+            half_bias = None if bias is None else g * (_plus(bias) - bias / 2)
+            gq = b.op(
+                "Add",
+                b.op("Mul", z, b.const(g / 2, dt)),
+                unit.forward(b, magnitude, (g / 2 * np.abs(w)).astype(w.dtype), _cast(half_bias, w.dtype)),
+            )
+            zp = stabilize(b, b.op("Add", z, gq), eps)
+            zn = stabilize(b, b.op("Sub", b.op("Mul", z, b.const(1.0 + g, dt)), gq), eps)
+        gp = b.op("Where", b.op("Greater", z, zero), b.op("Div", relevance, zp), zero)
+        gn = b.op("Where", b.op("Less", z, zero), b.op("Div", relevance, zn), zero)
         if unit.x_nonnegative:
+            w1, w2 = w + g * _plus(w), w + g * _minus(w)
             return b.op("Mul", unit.x, b.op("Add", unit.transposed(b, gp, w1), unit.transposed(b, gn, w2)))
-        via_plus = b.op("Add", unit.transposed(b, gp, w1), unit.transposed(b, gn, w2))
-        via_minus = b.op("Add", unit.transposed(b, gp, w2), unit.transposed(b, gn, w1))
-        return b.op("Add", b.op("Mul", xp, via_plus), b.op("Mul", xn, via_minus))
+        both = unit.transposed(b, b.op("Add", gp, gn), ((1.0 + g / 2) * w).astype(w.dtype))
+        split = unit.transposed(b, b.op("Sub", gp, gn), (g / 2 * np.abs(w)).astype(w.dtype))
+        return b.op("Add", b.op("Mul", unit.x, both), b.op("Mul", magnitude, split))
 
 
 @dataclass(frozen=True, eq=False)
@@ -231,12 +316,19 @@ class ZBox(Rule):
 
     def linear(self, b, unit, relevance):
         w, bias = unit.weight, unit.bias
+        low, high = _per_channel(unit, self.low), _per_channel(unit, self.high)
+        if low is not None and high is not None:
+            # bounds constant per input channel fold into the weight: l W+ + h W- (one transposed
+            # product instead of two; the constant part of z is one product of ones)
+            w_box = _scale_input_channels(unit, _plus(w), low) + _scale_input_channels(unit, _minus(w), high)
+            z = b.op("Sub", unit.output, unit.forward(b, unit.ones(b), w_box, bias))
+            s = b.op("Div", relevance, stabilize(b, z, self.stabilizer))
+            return b.op("Sub", b.op("Mul", unit.x, unit.transposed(b, s, w)), unit.transposed(b, s, w_box))
         low, high = unit.input_constant(b, self.low), unit.input_constant(b, self.high)
-        z = b.op(
-            "Sub",
-            b.op("Sub", unit.output, unit.forward(b, low, _plus(w), _plus(bias))),
-            unit.forward(b, high, _minus(w), _minus(bias)),
+        constant = b.op(
+            "Add", unit.forward(b, low, _plus(w), _plus(bias)), unit.forward(b, high, _minus(w), _minus(bias))
         )
+        z = b.op("Sub", unit.output, constant)  # onnxruntime folds ``constant`` when the session loads
         s = b.op("Div", relevance, stabilize(b, z, self.stabilizer))
         r = b.op(
             "Sub",
@@ -254,9 +346,19 @@ class Flat(Rule):
     stabilizer: float = 1e-6
 
     def linear(self, b, unit, relevance):
+        if isinstance(unit, ConvUnit) and unit.geometry["group"] == 1:
+            # every output channel has the same z and every input channel gets the same relevance:
+            # sum R over the output channels, spread it through one channel, broadcast the result
+            kernel = unit.weight.shape[2:]
+            ones = np.ones((1, unit.weight.shape[1], *kernel), dtype=unit.weight.dtype)
+            z = unit.forward(b, unit.ones(b), ones, None)  # (1, 1, ...): folded at session load
+            total = b.op("ReduceSum", relevance, b.int64([1]), keepdims=1)
+            s = b.op("Div", total, stabilize_nonnegative(b, z, self.stabilizer))
+            spread = unit.transposed(b, s, np.ones((1, 1, *kernel), dtype=unit.weight.dtype))
+            return b.op("Expand", spread, b.shape(unit.x))
         ones = np.ones_like(unit.weight)
         z = unit.forward(b, unit.ones(b), ones, None)
-        return unit.transposed(b, b.op("Div", relevance, stabilize(b, z, self.stabilizer)), ones)
+        return unit.transposed(b, b.op("Div", relevance, stabilize_nonnegative(b, z, self.stabilizer)), ones)
 
 
 @dataclass(frozen=True)
@@ -269,7 +371,7 @@ class WSquare(Rule):
     def linear(self, b, unit, relevance):
         w2 = unit.weight**2
         z = unit.forward(b, unit.ones(b), w2, None if unit.bias is None else unit.bias**2)
-        return unit.transposed(b, b.op("Div", relevance, stabilize(b, z, self.stabilizer)), w2)
+        return unit.transposed(b, b.op("Div", relevance, stabilize_nonnegative(b, z, self.stabilizer)), w2)
 
 
 @dataclass(frozen=True)
@@ -290,3 +392,118 @@ class DeconvNet(Rule):
 
     def elementwise(self, b, unit, relevance):
         return b.op("Relu", relevance)
+
+
+# ------------------------------------------------------------------------------------------------
+# AttnLRP (Achtibat et al., ICML 2024) as LXT 2.1's efficient mode computes it: gradient x input,
+# with the identity rule on activations and normalisations, the uniform rule on products of two
+# activations and the softmax rule. Written in relevance form: where LXT's gradient is ``g``, the
+# relevance is ``R = x * g``, so a local gradient-x-input step reads ``R_x = x * J^T (R_y / y)``.
+
+
+def ratio(b: Builder, relevance: ir.Value, z: ir.Value, epsilon: float) -> ir.Value:
+    """``R / stab(z)``; with ``epsilon=0`` an exact ``R / z`` that is 0 where ``z`` is 0 (0/0 = 0)."""
+    if epsilon:
+        return b.op("Div", relevance, stabilize(b, z, epsilon))
+    dt = dtype_of(z)
+    zero = b.const(0.0, dt)
+    return b.op("Where", b.op("Equal", z, zero), zero, b.op("Div", relevance, z))
+
+
+@dataclass(frozen=True)
+class InputXGradient(Rule):
+    """Local gradient x input (LRP-0, or LRP-epsilon with ``epsilon > 0``): ``R_x = x * J^T (R / y)``.
+
+    On linear layers and sums this is the epsilon rule (biases and constant offsets keep their
+    share); on a pointwise map ``R_x = x f'(x) R / f(x)`` (a constant scaling passes R through); on a
+    normalisation the statistics are held constant (LayerNorm: ``(x - mean) * gamma / sigma + beta``
+    with sigma constant). It is what LXT's gradient x input computes at every layer it leaves alone.
+    """
+
+    epsilon: float = 0.0
+
+    def linear(self, b, unit, relevance):
+        return b.op(
+            "Mul", unit.x, unit.transposed(b, ratio(b, relevance, unit.output, self.epsilon), unit.weight)
+        )
+
+    def elementwise(self, b, unit, relevance):
+        s = ratio(b, relevance, unit.output, self.epsilon)
+        return b.op("Mul", b.op("Mul", unit.x, unit.derivative(b)), s)
+
+    def summation(self, b, unit, relevance):
+        s = ratio(b, relevance, unit.output, self.epsilon)
+        return [b.op("Mul", x, unit.transposed(b, s, i)) for i, x in enumerate(unit.inputs)]
+
+    def normalization(self, b, unit, relevance):
+        return [b.op("Mul", unit.x, unit.frozen(b, ratio(b, relevance, unit.output, self.epsilon)))]
+
+
+@dataclass(frozen=True)
+class Identity(Pass):
+    """AttnLRP's identity rule: relevance passes unchanged through activations (GELU, SiLU, Tanh)
+    and through RMSNorm (its ``rsqrt(mean(x^2) + eps)`` held constant)."""
+
+    def normalization(self, b, unit, relevance):
+        return [relevance]
+
+
+def _product_share(b: Builder, unit, relevance: ir.Value, epsilon: float, keep: list[int]) -> list:
+    """Gradient x input of a product for the operands in ``keep``, the others held constant."""
+    shares: list[ir.Value | None] = [None] * len(unit.inputs)
+    if unit.same_shapes and len(keep) == 1 and not epsilon:  # a Mul by a constant-held operand
+        shares[keep[0]] = relevance
+        return shares
+    s = ratio(b, relevance, unit.output, epsilon)
+    for i in keep:
+        shares[i] = b.op("Mul", unit.inputs[i], unit.transposed(b, s, i))
+    return shares
+
+
+@dataclass(frozen=True)
+class Uniform(Rule):
+    """AttnLRP's uniform rule on a product of two activations (``Q K^T``, ``P V``, ``gate * up``):
+    each operand gets half, ``R_a = a * T_a(R / z) / 2`` (for an elementwise product: ``R / 2``)."""
+
+    epsilon: float = 0.0
+
+    def product(self, b, unit, relevance):
+        if unit.same_shapes and not self.epsilon:
+            half = b.op("Mul", relevance, b.const(0.5, dtype_of(relevance)))
+            return [half, half]
+        shares = _product_share(b, unit, relevance, self.epsilon, list(range(len(unit.inputs))))
+        return [b.op("Mul", r, b.const(0.5, dtype_of(r))) for r in shares]
+
+
+@dataclass(frozen=True)
+class Detach(Rule):
+    """CP-LRP (Ali et al., ICML 2022) on products: operands with a role (attention probabilities,
+    gates) are held constant, so all the relevance goes to the other operand (V, the up
+    projection). Products where both or neither operand has a role take the uniform rule."""
+
+    epsilon: float = 0.0
+
+    def product(self, b, unit, relevance):
+        keep = [i for i, role in enumerate(unit.roles) if role is None]
+        if len(keep) in (0, len(unit.inputs)):
+            return Uniform(self.epsilon).product(b, unit, relevance)
+        return _product_share(b, unit, relevance, self.epsilon, keep)
+
+    def softmax(self, b, unit, relevance):
+        return [None]
+
+
+@dataclass(frozen=True)
+class SoftmaxRule(Rule):
+    """AttnLRP's softmax rule: ``R_x = x * (R - s * sum(R))``, x the (scaled, masked) scores.
+
+    It is gradient x input of the softmax. Where the probability ``s`` is exactly 0 (masked
+    positions, ``x = -inf`` or a large negative) the relevance is 0, not ``-inf * 0 = NaN``.
+    """
+
+    def softmax(self, b, unit, relevance):
+        s, x = unit.output, unit.x
+        dt = dtype_of(s)
+        inner = b.op("Sub", relevance, b.op("Mul", s, unit.sum(b, relevance)))
+        zero = b.const(0.0, dt)
+        return [b.op("Where", b.op("Equal", s, zero), zero, b.op("Mul", x, inner))]

@@ -3,17 +3,27 @@
 from __future__ import annotations
 
 import functools
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 
-from onnxlrp.compiler import SEED_INPUT, TARGET_INPUT, TARGET_OUTPUT, CompiledModel, compile
+from onnxlrp.compiler import (
+    POSITION_INPUT,
+    POSITION_OUTPUT,
+    SEED_INPUT,
+    TARGET_INPUT,
+    TARGET_OUTPUT,
+    CompiledModel,
+    compile,
+)
 from onnxlrp.composites import Composite
 from onnxlrp.errors import InputError
-from onnxlrp.graph.load import ModelSource
+from onnxlrp.graph.load import ModelSource, is_large, save_model
 
 _NUMPY_TYPES = {
     "tensor(float)": np.float32,
@@ -63,18 +73,26 @@ def make_session(
     options.log_severity_level = 3
     if threads:
         options.intra_op_num_threads = threads
-    return ort.InferenceSession(
-        compiled.model.SerializeToString(), options, providers=list(providers or default_providers())
-    )
+    providers = list(providers or default_providers())
+    if is_large(compiled.model):  # over protobuf's 2 GB: through a file with external data
+        with tempfile.TemporaryDirectory(prefix="onnxlrp-") as folder:
+            path = save_model(compiled.model, Path(folder) / "compiled.onnx")
+            return ort.InferenceSession(str(path), options, providers=providers)
+    return ort.InferenceSession(compiled.model.SerializeToString(), options, providers=providers)
 
 
 @dataclass
 class Result:
     """What ``Explainer.explain`` returns.
 
-    ``relevance``: an array shaped like the input (a dict by input name for several inputs);
+    ``relevance``: an array shaped like the input; a dict by input name when the inputs were
+    given as a dict or the model has several explained inputs (token-id inputs such as
+    ``input_ids`` get one value per token, the relevance of their embeddings summed over the
+    hidden size; masks and other integer inputs get none);
     ``output``: the explained output (the logits when a final Softmax was stripped);
     ``target``: the class index explained for each sample (-2 where a seed was given);
+    ``position``: for (batch, position, class) outputs such as language-model logits, the
+    position explained for each sample (None otherwise);
     ``layers``: the relevance of every intermediate tensor when the Explainer has ``layers=True``.
     """
 
@@ -84,6 +102,7 @@ class Result:
     explained: str
     note: str | None = None
     layers: dict[str, np.ndarray] = field(default_factory=dict)
+    position: np.ndarray | None = None
 
 
 @dataclass
@@ -115,7 +134,7 @@ class Explainer:
         self.compiled = compile(model, composite, output=output, layers=layers, **params)
         self.session = make_session(self.compiled, providers, threads)
         self.providers: list[str] = self.session.get_providers()
-        extra = {TARGET_INPUT, SEED_INPUT}
+        extra = {TARGET_INPUT, SEED_INPUT, POSITION_INPUT}
         self.inputs = [
             _InputSpec(i.name, list(i.shape), _NUMPY_TYPES.get(i.type, np.float32))
             for i in self.session.get_inputs()
@@ -135,7 +154,8 @@ class Explainer:
 
     @property
     def num_classes(self) -> int | None:
-        dim = self.output_shape[1] if len(self.output_shape) > 1 else None
+        axis = -1 if self.compiled.positions else 1  # (batch, position, class): the last axis
+        dim = self.output_shape[axis] if len(self.output_shape) > 1 else None
         return dim if isinstance(dim, int) else None
 
     def _feeds(self, inputs) -> dict[str, np.ndarray]:
@@ -170,7 +190,55 @@ class Explainer:
                 raise InputError(f"input {spec.name!r}: batch size {array.shape[0]} differs from {batch}")
             batch = array.shape[0]
             feeds[spec.name] = array
+        self._check_dims(feeds)
+        self._check_tokens(feeds)
         return feeds
+
+    def _check_dims(self, feeds: dict[str, np.ndarray]) -> None:
+        """Inputs that share a named dimension (``sequence``) must agree on its size."""
+        seen: dict[str, tuple[str, int]] = {}
+        for spec in self.inputs:
+            for axis, (dim, size) in enumerate(zip(spec.shape, feeds[spec.name].shape)):
+                if not isinstance(dim, str) or not dim:
+                    continue
+                if dim in seen and seen[dim][1] != size:
+                    other, expected = seen[dim]
+                    raise InputError(
+                        f"input {spec.name!r}: axis {axis} ({dim!r}) has size {size}, but {other!r} has "
+                        f"{expected} (expected shape {spec.shape}, got {list(feeds[spec.name].shape)})"
+                    )
+                seen.setdefault(dim, (spec.name, size))
+
+    def _check_tokens(self, feeds: dict[str, np.ndarray]) -> None:
+        """Token ids must index the embedding table: 0 <= id < vocabulary size."""
+        for name, size in self.compiled.token_inputs.items():
+            ids = feeds[name]
+            bad = ids[(ids < 0) | (ids >= size)]
+            if bad.size:
+                raise InputError(
+                    f"input {name!r}: token id {int(bad[0])} is out of the vocabulary range 0..{size - 1}"
+                )
+
+    def _positions(self, position, batch: int, length: int) -> np.ndarray:
+        if not self.compiled.positions:
+            if position is not None:
+                raise InputError(
+                    f"position= applies to (batch, position, class) outputs; {self.compiled.explained!r} "
+                    f"has shape {self.output_shape}"
+                )
+            return None
+        array = np.asarray(-1 if position is None else position)
+        if array.dtype.kind not in "iu" or array.ndim > 1:
+            raise InputError(f"position must be an int, a sequence of ints or None, got {position!r}")
+        array = (
+            np.broadcast_to(array.astype(np.int64), (batch,)) if array.ndim == 0 else array.astype(np.int64)
+        )
+        if array.shape != (batch,):
+            raise InputError(f"position has {array.shape[0]} entries for a batch of {batch}")
+        bad = array[(array < -length) | (array >= length)]
+        if bad.size:
+            raise InputError(f"position {int(bad[0])} is out of range for a sequence of {length}")
+        return np.ascontiguousarray(array)
 
     def _targets(self, target, batch: int) -> np.ndarray:
         if target is None:
@@ -194,6 +262,8 @@ class Explainer:
 
     def _seed(self, seed, batch: int) -> np.ndarray:
         shape = [batch] + [d if isinstance(d, int) else None for d in self.output_shape[1:]]
+        if seed is None and self.compiled.positions:  # broadcasts over the positions
+            return np.zeros([batch, 1, shape[2]], dtype=self.output_dtype)
         if seed is None:
             if None in shape:
                 raise InputError(
@@ -208,34 +278,97 @@ class Explainer:
             )
         return seed
 
-    def explain(self, inputs, target=None, seed=None) -> Result:
+    def _length(self, feeds: dict[str, np.ndarray]) -> int | None:
+        """The run-time size of the explained output's position axis, from an input sharing its name."""
+        dim = self.output_shape[1] if len(self.output_shape) > 1 else None
+        for spec in self.inputs:
+            if isinstance(dim, str) and dim in spec.shape:
+                return feeds[spec.name].shape[spec.shape.index(dim)]
+        return None
+
+    def explain(self, inputs, target=None, seed=None, position=None) -> Result:
         """Explain ``inputs`` (an array, or a dict by input name) for ``target``.
 
-        ``target``: an int (every sample), a sequence of ints (one per sample) or None (each
-        sample's top-1). ``seed``: the relevance at the explained output, instead of
-        ``one_hot(target) * output``.
+        ``inputs`` holds every model input; integer inputs (token ids, attention masks) are passed
+        through, never explained. ``target``: an int (every sample), a sequence of ints (one per
+        sample) or None (each sample's top-1). ``seed``: the relevance at the explained output,
+        instead of ``one_hot(target) * output``. ``position``: for (batch, position, class)
+        outputs such as language-model logits, the position whose class ``target`` is explained
+        (an int or one per sample, negative from the end; default -1, the last: the next token).
         """
         feeds = self._feeds(inputs)
         batch = next(iter(feeds.values())).shape[0]
         if seed is not None and target is not None:
             raise InputError("give either target or seed, not both")
+        length = self._length(feeds)
+        positions = self._positions(position, batch, length if length is not None else 2**62)
         feeds[TARGET_INPUT] = (
             np.full(batch, NO_TARGET, dtype=np.int64) if seed is not None else self._targets(target, batch)
         )
         feeds[SEED_INPUT] = self._seed(seed, batch)
-        names = [
-            self.compiled.explained,
-            TARGET_OUTPUT,
-            *self.compiled.relevance_outputs.values(),
-            *self.compiled.layer_outputs.values(),
-        ]
+        names = [self.compiled.explained, TARGET_OUTPUT]
+        if positions is not None:
+            feeds[POSITION_INPUT] = positions
+            names.append(POSITION_OUTPUT)
+        names += [*self.compiled.relevance_outputs.values(), *self.compiled.layer_outputs.values()]
         values = dict(zip(names, self.session.run(names, feeds)))
+        if positions is not None and length is None:  # checked now that the output's length is known
+            self._positions(position, batch, values[self.compiled.explained].shape[1])
         relevance = {name: values[out] for name, out in self.compiled.relevance_outputs.items()}
+        as_dict = isinstance(inputs, dict) or len(relevance) != 1
         return Result(
-            relevance=next(iter(relevance.values())) if len(relevance) == 1 else relevance,
+            relevance=relevance if as_dict else next(iter(relevance.values())),
             output=values[self.compiled.explained],
             target=values[TARGET_OUTPUT],
             explained=self.compiled.explained,
             note=self.compiled.explained_note,
             layers={name: values[out] for name, out in self.compiled.layer_outputs.items()},
+            position=values.get(POSITION_OUTPUT),
         )
+
+    def explain_region(self, inputs, channel: int, mask=None, axis: int = 1) -> Result:
+        """Explain "these pixels of this channel" of a per-pixel output (segmentation, text or
+        face-detection maps): the seed is the output on channel ``channel`` (along ``axis``: 1 for
+        NCHW outputs, -1 for NHWC ones) times ``mask``, zero elsewhere (see ``region_seed``).
+
+        Runs the model twice: forward only, to read the output, then forward and LRP with the seed.
+        Pick the per-pixel output with ``Explainer(model, output=NAME)``.
+        """
+        if self.compiled.positions:
+            raise InputError("explain_region is for per-pixel outputs; use position= for sequence outputs")
+        feeds = self._feeds(inputs)
+        batch = next(iter(feeds.values())).shape[0]
+        feeds[TARGET_INPUT] = np.full(batch, NO_TARGET, dtype=np.int64)
+        dims = [d if isinstance(d, int) else 1 for d in self.output_shape[1:]]
+        feeds[SEED_INPUT] = np.zeros([batch, *dims], dtype=self.output_dtype)
+        (output,) = self.session.run([self.compiled.explained], feeds)
+        return self.explain(inputs, seed=region_seed(output, channel, mask, axis))
+
+
+def region_seed(output: np.ndarray, channel: int, mask=None, axis: int = 1) -> np.ndarray:
+    """The seed ``mask * output`` on channel ``channel`` along ``axis``, zero on the other channels.
+
+    ``mask`` (None: every pixel) is shaped like ``output`` without its channel axis, with or
+    without the batch axis (e.g. ``(H, W)`` for an ``(N, C, H, W)`` output); 0/1 selects pixels,
+    other values weight them.
+    """
+    output = np.asarray(output)
+    axis = axis % output.ndim
+    if not 0 <= channel < output.shape[axis]:
+        raise InputError(
+            f"channel {channel} is out of range for {output.shape[axis]} channels on axis {axis}"
+        )
+    picked = np.take(output, channel, axis=axis)
+    if mask is not None:
+        mask = np.asarray(mask, dtype=output.dtype)
+        if mask.shape not in (picked.shape, picked.shape[1:]):
+            raise InputError(
+                f"mask: expected shape {list(picked.shape[1:])} or {list(picked.shape)} "
+                f"(the output without its channel axis), got {list(mask.shape)}"
+            )
+        picked = picked * mask
+    seed = np.zeros_like(output)
+    index = [slice(None)] * output.ndim
+    index[axis] = channel
+    seed[tuple(index)] = picked
+    return seed

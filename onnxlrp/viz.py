@@ -36,6 +36,9 @@ __all__ = [
     "parse_colormap",
     "save_heatmap",
     "save_overlay",
+    "save_text_heatmap",
+    "text_heatmap",
+    "text_heatmap_terminal",
     "upscale",
 ]
 
@@ -310,3 +313,7 @@ def save_overlay(
     img = overlay(image, relevance, alpha, cmap, symmetric, level, vmin, vmax, min_size=min_size)
     Image.fromarray(img, mode="RGB").save(path)
     return img
+
+
+# text: one coloured box per token (HTML and terminal), see onnxlrp.textviz
+from onnxlrp.textviz import save_text_heatmap, text_heatmap, text_heatmap_terminal  # noqa: E402

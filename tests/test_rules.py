@@ -34,7 +34,9 @@ def dense_model(relu_first: bool) -> onnx.ModelProto:
     }}
     """
     model = onnx.parser.parse_model(text)
-    model.graph.initializer.extend([onnx.numpy_helper.from_array(W, "W"), onnx.numpy_helper.from_array(B, "b")])
+    model.graph.initializer.extend(
+        [onnx.numpy_helper.from_array(W, "W"), onnx.numpy_helper.from_array(B, "b")]
+    )
     return model
 
 
@@ -76,7 +78,11 @@ def reference(rule: str, x, w, b, r_out):
         return rp + rn
     if rule == "zbox":
         low, high = -2.0, 2.0
-        c = contributions(x, w) - contributions(np.full_like(x, low), wp) - contributions(np.full_like(x, high), wn)
+        c = (
+            contributions(x, w)
+            - contributions(np.full_like(x, low), wp)
+            - contributions(np.full_like(x, high), wn)
+        )
         z = c.sum(1) + b - bp - bn
         return (c * (r / stab(z))[:, None, :]).sum(2)
     if rule == "flat":

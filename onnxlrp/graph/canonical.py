@@ -19,6 +19,7 @@ from onnxscript.rewriter.rules import common as rules
 
 from onnxlrp.errors import ModelLoadError
 from onnxlrp.graph import passes
+from onnxlrp.graph.shapes import infer_symbolic_shapes
 
 MIN_OPSET = 17
 _LIBRARY_RULES = [
@@ -30,6 +31,21 @@ _LIBRARY_RULES = [
     rules.no_op_cast_rule,
     rules.cast_cast_rule,
 ]
+
+
+# Ops that only re-lay or re-type a weight (tf2onnx transposes Keras kernels, Caffe2 reshapes its
+# Gemm weights): folded whatever the weight's size, so that the layer sees a constant weight.
+_WEIGHT_LAYOUT_OPS = frozenset(
+    {"Reshape", "Transpose", "Unsqueeze", "Squeeze", "Flatten", "Cast", "Identity"}
+)
+
+
+def _fold_weight_layout(node: ir.Node) -> bool | None:
+    """``should_fold`` for the constant folder: always fold layout ops on constants."""
+    layout = node.op_type in _WEIGHT_LAYOUT_OPS and node.domain in ("", "ai.onnx") and node.inputs
+    if layout and all(v is None or v.const_value is not None for v in node.inputs):
+        return True
+    return None
 
 
 def _opset(model: onnx.ModelProto) -> int:
@@ -45,10 +61,14 @@ def canonicalize(model: onnx.ModelProto, label: str) -> ir.Model:
             raise ModelLoadError(
                 f"{label}: cannot convert opset {_opset(model)} to {MIN_OPSET}: {error}"
             ) from error
-    ir_model = ir.serde.deserialize_model(model)
+    ir_model = ir.serde.deserialize_model(infer_symbolic_shapes(model))
+    # opset 17 needs IR >= 8; old files (IR 3) keep their version through the opset converter, and
+    # onnxruntime then treats initializers as overridable inputs (no constant shape inference)
+    ir_model.ir_version = max(ir_model.ir_version, 8)
     common_passes.RemoveInitializersFromInputsPass()(ir_model)
     common_passes.LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0)(ir_model)
     onnxscript.optimizer.optimize(ir_model)
+    onnxscript.optimizer.fold_constants(ir_model, should_fold=_fold_weight_layout)
     ir_model = rewriter.rewrite(ir_model, pattern_rewrite_rules=_LIBRARY_RULES)
     passes.run_all(ir_model)
     onnxscript.optimizer.optimize(ir_model)

@@ -29,14 +29,60 @@ def load_model(source: ModelSource) -> onnx.ModelProto:
         if not path.is_file():
             raise ModelLoadError(f"{label}: no such file")
         try:
-            model = onnx.load(str(path))
+            # tensors stored as external data (files over 2 GB) are read from the model's folder
+            model = onnx.load(str(path), load_external_data=True)
+        except (FileNotFoundError, onnx.checker.ValidationError) as error:  # its external data file
+            first_line = str(error).strip().splitlines()[0]
+            raise ModelLoadError(f"{label}: cannot read its external data: {first_line}") from error
         except Exception as error:  # onnx raises DecodeError, OSError, ValueError, ...
             raise ModelLoadError(f"{label}: not an ONNX model ({type(error).__name__}: {error})") from error
     if not model.graph.node:
         raise ModelLoadError(f"{label}: not an ONNX model (the graph has no nodes)")
     try:
-        onnx.checker.check_model(model)
+        # the checker serialises an in-memory model, which protobuf caps at 2 GB: models with
+        # external data are checked from their file (onnx's documented way for large models)
+        onnx.checker.check_model(
+            model if isinstance(source, onnx.ModelProto) or not _external(model) else str(path)
+        )
     except onnx.checker.ValidationError as error:
         first_line = str(error).strip().splitlines()[0]
         raise ModelLoadError(f"{label}: invalid ONNX model: {first_line}") from error
     return model
+
+
+LARGE_MODEL_BYTES = 1_800_000_000
+"""Above this serialized size a model is written with its tensors as external data (protobuf
+cannot serialize a message of 2 GB or more)."""
+
+
+def _external(model: onnx.ModelProto) -> bool:
+    """Whether ``model``'s file keeps tensors as external data (checked by path, not in memory)."""
+    return is_large(model) or any(
+        t.data_location == onnx.TensorProto.EXTERNAL or t.external_data for t in model.graph.initializer
+    )
+
+
+def is_large(model: onnx.ModelProto) -> bool:
+    """Whether ``model`` is too large to serialize as one protobuf message."""
+    return model.ByteSize() > LARGE_MODEL_BYTES
+
+
+def save_model(model: onnx.ModelProto, path: str | os.PathLike) -> Path:
+    """Save ``model`` to ``path``; a large one with its tensors in ``<name>.data`` beside it.
+
+    The in-memory ``model`` keeps its tensors (onnx moves them out while saving; they are read
+    back).
+    """
+    path = Path(path)
+    if not is_large(model):
+        onnx.save(model, str(path))
+        return path
+    onnx.save(
+        model,
+        str(path),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location=path.name + ".data",
+    )
+    onnx.load_external_data_for_model(model, str(path.parent))
+    return path

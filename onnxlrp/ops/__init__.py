@@ -1,6 +1,19 @@
 """Backward emitters, one module per op family; importing this package registers them all."""
 
-from onnxlrp.ops import activations, linear, merges, pooling, shape  # noqa: F401  (registration)
+from onnxlrp.ops import (  # noqa: F401  (registration)
+    activations,
+    attention,
+    fusion,
+    indexing,
+    layernorm,
+    linear,
+    merges,
+    normalization,
+    pooling,
+    resize,
+    shape,
+    smooth,
+)
 from onnxlrp.ops.base import (
     REGISTRY,
     ElementwiseUnit,

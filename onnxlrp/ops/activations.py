@@ -152,16 +152,23 @@ def _scaling(node: ir.Node, ctx: GraphContext) -> ElementwiseUnit:
     other = node.inputs[1] if node.inputs[0] is x else node.inputs[0]
     c = constant(other)
     if c is None:
-        raise Unsupported("the other operand must be a constant or an activation")
+        if other is None or ctx.is_activation(other):
+            raise Unsupported("the other operand must be a constant or an activation")
+        c = other  # computed from shapes, masks and weights only (attention masks, cos/sin tables)
     if static_shape(node.outputs[0]) != static_shape(x):
         raise Unsupported("the constant must not broadcast the activation to a larger shape")
     op = node.op_type
     if op in ("Add", "Sub"):
         sign = -1.0 if op == "Sub" and node.inputs[1] is x else 1.0
         return _unit(node, lambda b, x, y: b.const(sign, dtype_of(x)), category="Affine", x=x)
-    if op == "Mul":
+    if isinstance(c, ir.Value):  # a run-time constant
+        if op == "Mul":
+            return _unit(node, lambda b, x, y: c, category="Affine", x=x)
+        if node.inputs[0] is x:
+            return _unit(node, lambda b, x, y: b.op("Reciprocal", c), category="Affine", x=x)
+    elif op == "Mul":
         return _unit(node, lambda b, x, y: b.const(c, dtype_of(x)), category="Affine", x=x)
-    if node.inputs[0] is x:  # Div(x, c)
+    elif node.inputs[0] is x:  # Div(x, c)
         return _unit(node, lambda b, x, y: b.const(1.0 / c, dtype_of(x)), category="Affine", x=x)
     raise Unsupported("division of a constant by an activation is not supported")
 

@@ -93,11 +93,19 @@ class LinearUnit(Unit):
         """
         shape = static_shape(self.x)
         sample = [1] + (shape[1:] if shape else [])
-        if shape is None or any(d is None for d in sample):
-            raise Unsupported(f"input {self.x.name!r} needs static non-batch dimensions, got {shape}")
+        if shape is None:
+            raise Unsupported(f"the rank of input {self.x.name!r} must be known")
         array = np.asarray(array, dtype=self.dtype)
         if array.ndim == 1 and len(sample) > 2 and array.shape[0] == sample[1]:
             array = array.reshape([1, -1] + [1] * (len(sample) - 2))
+        if any(d is None for d in sample):  # symbolic sizes: expanded to the input's run-time shape
+            if array.ndim > len(sample) or any(
+                a not in (1, d) for a, d in zip(array.shape[::-1], sample[::-1]) if d is not None
+            ):
+                raise Unsupported(
+                    f"cannot broadcast an array of shape {array.shape} to input {self.x.name!r}"
+                )
+            return b.op("Expand", b.const(array, hint="input_const"), b.shape(self.x))
         try:
             return b.const(np.broadcast_to(array, sample).copy(), hint="input_const")
         except ValueError as error:

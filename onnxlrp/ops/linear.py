@@ -13,6 +13,8 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxlrp.builder import Builder, static_shape
+from onnxlrp.ops import convgrad
+from onnxlrp.ops.attention import product_unit
 from onnxlrp.ops.base import GraphContext, LinearUnit, Unsupported, constant, register
 
 
@@ -55,14 +57,16 @@ class ConvUnit(LinearUnit):
         if weight is None:
             raise Unsupported("the weight must be a constant")
         shape = static_shape(x)
-        if shape is None or None in shape[2:]:
-            raise Unsupported(f"input {x.name!r} needs static spatial dimensions, got {shape}")
+        if shape is None:
+            raise Unsupported(f"the rank of input {x.name!r} must be known")
         super().__init__([node], x, node.outputs[0], weight, bias, "Convolution", ctx)
         self.geometry = _conv_geometry(node, weight, shape[2:])
         g = self.geometry
-        self.output_padding = []
+        # symbolic spatial sizes (fully convolutional models): the transposed product is sized at
+        # run time instead (see ``transposed``)
+        self.output_padding = [] if None not in shape[2:] else None
         for size, k, s, d, pb, pe in zip(
-            shape[2:],
+            shape[2:] if self.output_padding is not None else (),
             g["kernel"],
             g["strides"],
             g["dilations"],
@@ -71,6 +75,7 @@ class ConvUnit(LinearUnit):
         ):
             out = (size + pb + pe - ((k - 1) * d + 1)) // s + 1
             self.output_padding.append(size - ((out - 1) * s + (k - 1) * d + 1 - pb - pe))
+        self.as_conv = convgrad.plan(g)  # stride 1: the transposed product as a Conv
 
     def _attrs(self) -> dict:
         g = self.geometry
@@ -83,6 +88,23 @@ class ConvUnit(LinearUnit):
         return b.op("Conv", *inputs, **self._attrs())
 
     def transposed(self, b: Builder, g, weight):
+        if self.as_conv is not None:  # a Conv: onnxruntime's ConvTranspose kernel is much slower
+            return self.as_conv.emit(b, g, weight)
+        if self.output_padding is None:
+            # The input size is known at run time only. ``in = (out - 1) s + (k - 1) d + 1 - pads + r``
+            # with ``0 <= r < s``: the ConvTranspose with output_padding ``s - 1`` (it only appends
+            # rows at the end) covers it, and the slice to the input's run-time size is exact.
+            strides = self.geometry["strides"]
+            n = len(strides)
+            full = b.op(
+                "ConvTranspose",
+                g,
+                b.const(weight, hint="w"),
+                output_padding=[s - 1 for s in strides],
+                **self._attrs(),
+            )
+            sizes = b.op("Slice", b.shape(self.x), b.int64([2]), b.int64([2 + n]))
+            return b.op("Slice", full, b.int64([0] * n), sizes, b.int64(list(range(2, 2 + n))))
         return b.op(
             "ConvTranspose", g, b.const(weight, hint="w"), output_padding=self.output_padding, **self._attrs()
         )
@@ -122,14 +144,26 @@ class ConvTransposeUnit(LinearUnit):
 class DenseUnit(LinearUnit):
     """``Gemm`` or ``MatMul`` by a constant matrix (with a following bias ``Add`` folded in).
 
-    The weight is held as a (in, out) matrix: ``z = x @ W + b``.
+    The weight is held as a (in, out) matrix: ``z = x @ W + b``. ``source`` is the model's own
+    initializer holding the weight (unscaled), ``source_transposed`` whether it holds ``W^T``: the
+    transposed product with the unmodified weight reads it instead of a transposed copy (VGG-16's
+    first dense layer alone is 411 MB).
     """
+
+    source: ir.Value | None = None
+    source_transposed: bool = False
 
     def forward(self, b: Builder, x, weight, bias):
         z = b.op("MatMul", x, b.const(weight, hint="w"))
         return z if bias is None else b.op("Add", z, b.const(bias, hint="b"))
 
     def transposed(self, b: Builder, g, weight):
+        if weight is self.weight and self.source is not None:
+            if self.source_transposed:
+                return b.op("MatMul", g, self.source)
+            shape = static_shape(g)
+            if shape is not None and len(shape) == 2:
+                return b.op("Gemm", g, self.source, transB=1)
         return b.op("MatMul", g, b.const(np.ascontiguousarray(weight.T), hint="wt"))
 
 
@@ -152,9 +186,11 @@ def gemm_unit(node: ir.Node, ctx: GraphContext) -> LinearUnit:
         raise Unsupported("only Gemm(activation, constant weight) is supported")
     if attrs.get_int("transA", 0):
         raise Unsupported("transA=1 on an activation is not supported")
-    if attrs.get_int("transB", 0):
+    transposed = bool(attrs.get_int("transB", 0))
+    if transposed:
         weight = weight.T
-    weight = attrs.get_float("alpha", 1.0) * weight
+    alpha = attrs.get_float("alpha", 1.0)
+    weight = alpha * weight
     bias = constant(c)
     if c is not None and bias is None:
         raise Unsupported("the bias C must be a constant")
@@ -163,12 +199,17 @@ def gemm_unit(node: ir.Node, ctx: GraphContext) -> LinearUnit:
         if bias.size not in (1, weight.shape[1]):
             raise Unsupported(f"bias C of shape {bias.shape} is not per output feature")
         bias = np.broadcast_to(bias.reshape(-1), (weight.shape[1],)).astype(weight.dtype)
-    return DenseUnit([node], a, node.outputs[0], weight.astype(weight.dtype), bias, "Dense", ctx)
+    unit = DenseUnit([node], a, node.outputs[0], weight.astype(weight.dtype), bias, "Dense", ctx)
+    if alpha == 1.0:
+        unit.source, unit.source_transposed = w, transposed
+    return unit
 
 
 @register("MatMul")
 def matmul_unit(node: ir.Node, ctx: GraphContext) -> LinearUnit:
     x, w = node.inputs
+    if ctx.is_activation(x) and ctx.is_activation(w):
+        return product_unit(node, ctx)  # Q K^T, P V: see ops.attention
     weight = constant(w)
     if weight is None or not ctx.is_activation(x) or weight.ndim != 2:
         raise Unsupported("only MatMul(activation, constant 2-d weight) is supported here")
@@ -181,4 +222,6 @@ def matmul_unit(node: ir.Node, ctx: GraphContext) -> LinearUnit:
         if c is not None and c.size in (1, weight.shape[1]) and c.ndim <= 2 and c.shape[:-1] in ((), (1,)):
             nodes, output = [node, add], add.outputs[0]
             bias = np.broadcast_to(c.reshape(-1), (weight.shape[1],)).astype(weight.dtype)
-    return DenseUnit(nodes, x, output, weight, bias, "Dense", ctx)
+    unit = DenseUnit(nodes, x, output, weight, bias, "Dense", ctx)
+    unit.source = w
+    return unit

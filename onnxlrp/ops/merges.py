@@ -12,6 +12,7 @@ import onnx_ir as ir
 
 from onnxlrp.builder import Builder, static_shape
 from onnxlrp.ops.activations import affine_unit
+from onnxlrp.ops.attention import product_unit
 from onnxlrp.ops.base import (
     GraphContext,
     RoutingUnit,
@@ -22,6 +23,7 @@ from onnxlrp.ops.base import (
     register,
     unbroadcast,
 )
+from onnxlrp.ops.gates import gate_unit
 
 
 @register("Add", "Sub", "Sum")
@@ -44,7 +46,12 @@ def add(node: ir.Node, ctx: GraphContext) -> Unit:
 @register("Mul", "Div")
 def scale(node: ir.Node, ctx: GraphContext) -> Unit:
     if len(activation_inputs(node, ctx)) != 1:
-        raise Unsupported("a product of two activations is not supported")
+        gated = gate_unit(node, ctx)  # a signal times a sigmoid-like gate (SE blocks): see ops.gates
+        if gated is not None:
+            return gated
+        if node.op_type == "Mul":
+            return product_unit(node, ctx)  # attention, gated MLPs: see ops.attention
+        raise Unsupported("a quotient of two activations is not supported")
     return affine_unit(node, ctx)
 
 
@@ -52,14 +59,21 @@ def scale(node: ir.Node, ctx: GraphContext) -> Unit:
 def concat(node: ir.Node, ctx: GraphContext) -> RoutingUnit:
     axis = node.attributes.get_int("axis")
     shapes = [static_shape(v) for v in node.inputs]
-    if any(s is None or s[axis] is None for s in shapes):
-        raise Unsupported(f"the sizes along axis {axis} of every input must be static")
+    if any(s is None for s in shapes):
+        raise Unsupported("the ranks of the inputs must be known")
+    static = all(s[axis] is not None for s in shapes)
     sizes = [s[axis] for s in shapes]
+    start = axis % len(shapes[0])
 
     activations = [v for v in node.inputs if ctx.is_activation(v)]
 
     def backward(b: Builder, relevances):
-        parts = b.ops("Split", relevances[0], b.int64(sizes), axis=axis, num_outputs=len(sizes))
+        split = (  # sizes along the axis, read at run time when they are not static
+            b.int64(sizes)
+            if static
+            else b.op("Concat", *[b.op("Shape", v, start=start, end=start + 1) for v in node.inputs], axis=0)
+        )
+        parts = b.ops("Split", relevances[0], split, axis=axis, num_outputs=len(sizes))
         return [p for p, v in zip(parts, node.inputs) if ctx.is_activation(v)]
 
     return RoutingUnit([node], activations, [node.outputs[0]], backward)

@@ -74,14 +74,15 @@ def _mean_unit(node: ir.Node, axes: list[int], keepdims: bool, divide: bool, cat
         raise Unsupported(f"the rank of {x.name!r} must be known")
     axes = [a % len(shape) for a in (axes if axes else range(len(shape)))]
     sizes = [shape[a] for a in axes]
-    if divide and None in sizes:
-        raise Unsupported(f"the reduced axes {axes} of {x.name!r} must be static, got {shape}")
-    count = float(np.prod(sizes)) if divide else 1.0
+    count = float(np.prod(sizes)) if divide and None not in sizes else None  # None: counted at run time
 
     def transposed(b: Builder, g: ir.Value, index: int) -> ir.Value:
         if not keepdims:
             g = b.op("Unsqueeze", g, b.int64(axes))
-        if divide:
+        if divide and count is None:  # symbolic sizes (fully convolutional models)
+            n = b.op("ReduceProd", b.op("Gather", b.shape(x), b.int64(axes), axis=0), keepdims=0)
+            g = b.op("Div", g, b.op("Cast", n, to=x.dtype))
+        elif divide:
             g = b.op("Div", g, b.const(count, dtype_of(x)))
         return b.op("Expand", g, b.shape(x))
 

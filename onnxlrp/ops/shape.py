@@ -12,6 +12,8 @@ import onnx_ir as ir
 
 from onnxlrp.builder import static_shape
 from onnxlrp.ops.base import GraphContext, RoutingUnit, Unsupported, constant, register
+from onnxlrp.ops.indexing import dynamic_slice_unit
+from onnxlrp.ops.padding import pad_unit
 
 _BIG = np.iinfo(np.int64).max
 
@@ -53,6 +55,8 @@ def cast(node: ir.Node, ctx: GraphContext) -> RoutingUnit:
 def slice_(node: ir.Node, ctx: GraphContext) -> RoutingUnit:
     x = node.inputs[0]
     shape = static_shape(x)
+    if any(v is not None and constant(v) is None for v in node.inputs[1:3]):
+        return dynamic_slice_unit(node, ctx)  # starts/ends computed at run time: see ops.indexing
     args = [constant(v) if v is not None else None for v in list(node.inputs[1:5]) + [None] * 4][:4]
     for value, arr, what in zip(node.inputs[1:5], args, ("starts", "ends", "axes", "steps")):
         if value is not None and arr is None:
@@ -78,11 +82,9 @@ def slice_(node: ir.Node, ctx: GraphContext) -> RoutingUnit:
 @register("Pad")
 def pad(node: ir.Node, ctx: GraphContext) -> RoutingUnit:
     x = node.inputs[0]
-    if node.attributes.get_string("mode", "constant") != "constant":
-        raise Unsupported("only constant-mode Pad is supported")
     pads = constant(node.inputs[1]) if len(node.inputs) > 1 else None
-    if pads is None:
-        raise Unsupported("the pads must be constant")
+    if node.attributes.get_string("mode", "constant") != "constant" or pads is None:
+        return pad_unit(node, ctx)  # reflect/edge modes, run-time pads: see ops.padding
     axes_value = node.inputs[3] if len(node.inputs) > 3 else None
     shape = static_shape(x)
     if shape is None:
