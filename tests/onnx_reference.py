@@ -3,7 +3,8 @@
 :func:`to_torch` converts an ONNX model with onnx2torch (a ``torch.fx.GraphModule``) and rewrites
 the few things Zennit's rule matching needs to see the layers as onnxlrp's composites do:
 
-* the final Softmax is cut (onnxlrp explains the logits before it);
+* the final Softmax is cut (onnxlrp explains the logits before it); Identity modules are removed
+  (Zennit merges a BatchNorm only into the module registered right before it);
 * sums of two or more activations (``Add``/``Sum`` modules, residual connections) become a
   ``zennit.layer.Sum`` of the stacked operands, so they get Zennit's ``Norm`` rule;
 * ``GlobalAveragePool`` becomes ``nn.AdaptiveAvgPool`` and ``ReduceMean`` an ``AvgPool2d`` subclass
@@ -75,6 +76,7 @@ from onnx2torch.node_converters.global_average_pool import (  # noqa: E402
     OnnxGlobalAveragePool,
     OnnxGlobalAveragePoolWithKnownInputShape,
 )
+from onnx2torch.node_converters.identity import OnnxCopyIdentity  # noqa: E402
 from onnx2torch.node_converters.matmul import OnnxMatMul  # noqa: E402
 from onnx2torch.node_converters.reduce import OnnxReduceStaticAxes  # noqa: E402
 from onnx2torch.node_converters.registry import _CONVERTER_REGISTRY, add_converter  # noqa: E402
@@ -412,8 +414,10 @@ def _fuse_written_out_activations(model: onnx.ModelProto) -> None:
 def _active_nodes(gm: fx.GraphModule) -> set[fx.Node]:
     active: set[fx.Node] = set()
     for node in gm.graph.nodes:
-        if node.op == "placeholder" or node.op in ("call_module", "call_function", "call_method") and any(
-            isinstance(a, fx.Node) and a in active for a in node.all_input_nodes
+        if (
+            node.op == "placeholder"
+            or node.op in ("call_module", "call_function", "call_method")
+            and any(isinstance(a, fx.Node) and a in active for a in node.all_input_nodes)
         ):
             active.add(node)
     return active
@@ -435,6 +439,10 @@ def _rewrite(gm: fx.GraphModule, example: torch.Tensor) -> fx.GraphModule:
 
     with torch.no_grad():
         Recorder(gm).run(example)
+    for node in list(gm.graph.nodes):  # Identity modules would split Conv -> BatchNorm pairs
+        if node.op == "call_module" and isinstance(modules[node.target], OnnxCopyIdentity | nn.Identity):
+            node.replace_all_uses_with(node.args[0])
+            gm.graph.erase_node(node)
     active = _active_nodes(gm)
     for node in list(gm.graph.nodes):
         if node.op != "call_module":
@@ -476,6 +484,8 @@ def _rewrite(gm: fx.GraphModule, example: torch.Tensor) -> fx.GraphModule:
     gm.graph.eliminate_dead_code()
     gm.recompile()
     gm.delete_all_unused_submodules()
+    if "initializers" in gm._modules:  # a leaf registered after the first layer: keep Conv -> BN adjacent
+        gm._modules["initializers"] = gm._modules.pop("initializers")
     return gm
 
 

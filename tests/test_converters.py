@@ -1,18 +1,24 @@
 """Graphs written by real converters (committed fixtures, see tools/make_converter_fixtures.py).
 
-``tests/fixtures/converters/`` holds tiny Keras 3 models converted by tf2onnx (NHWC inputs), each
-twice: with tf2onnx's optimizers (Transposes pushed to the input, BatchNorm as Mul/Add after the
-Conv) and without (``*_unoptimized``: every Conv in its NHWC <-> NCHW Transpose pair, BatchNorm,
-PReLU, hard swish and hard sigmoid written out as elementwise ops, Flatten as Reshape). Each
-optimized file has a reference computed by Zennit on its onnx2torch conversion
-(``tests/onnx_reference.py``): relevance in float64 and Zennit's own float32 error ``e32``.
+``tests/fixtures/converters/`` holds tiny models with seeded random weights, converted by real
+converters: Keras 3 through tf2onnx (NHWC inputs), each twice: with tf2onnx's optimizers
+(Transposes pushed to the input, BatchNorm as Mul/Add after the Conv) and without
+(``*_unoptimized``: every Conv in its NHWC <-> NCHW Transpose pair, BatchNorm, PReLU, hard swish and
+hard sigmoid written out as elementwise ops, Flatten as Reshape); a JAX function through jax2onnx
+(NHWC convolutions between Transposes, Gemm with ``beta = 0`` and separate bias Adds, GELU written
+out with Erf); a PaddlePaddle network through paddle2onnx (Conv + separate bias Add, BatchNorm
+nodes, Identity chains, hard swish as ``x * HardSigmoid(x)``, an SE block with a HardSigmoid gate,
+Flatten as Shape/Slice/Concat/Reshape). Each file but the ``_unoptimized`` ones has a reference
+computed by Zennit on its onnx2torch conversion (``tests/onnx_reference.py``): relevance in
+float64 and Zennit's own float32 error ``e32``.
 
 - agreement: onnxlrp's relevance is within ``max(10 * e32, 1e-5)`` of the reference, for every
   output (a softmax face probability, a box regression, a per-pixel NHWC mask), and for a region
   seed on the per-pixel output (``Explainer.explain_region``);
 - invariance: the unoptimized file (another graph style of the same network) gives the same
   relevance as the optimized one;
-- the relevance comes back in the input's layout (NHWC) and the forward outputs match Keras'.
+- the relevance comes back in the input's layout (NHWC for Keras/JAX) and the forward outputs
+  match the source framework's (saved at conversion).
 """
 
 from __future__ import annotations
@@ -67,7 +73,7 @@ def explainers():
 
 
 def test_the_corpus_is_there():
-    assert {"keras_cnn", "keras_se", "keras_heads"} <= set(MODELS)
+    assert {"keras_cnn", "keras_se", "keras_heads", "jax_cnn", "paddle_cnn"} <= set(MODELS)
 
 
 @pytest.mark.parametrize("name, output, composite, region", list(_cases()))
@@ -80,7 +86,7 @@ def test_matches_zennit_on_onnx2torch(name, output, composite, region, explainer
         result = explainer.explain_region(x, REGION_CHANNEL, _region_mask(x.shape[1]), axis=-1)
     else:
         result = explainer.explain(x, target=ref[f"target|{key}"])
-    assert result.relevance.shape == x.shape  # NHWC in, NHWC relevance out
+    assert result.relevance.shape == x.shape  # in the input's layout (NHWC in, NHWC out)
     tol = max(FACTOR * float(ref[f"e32|{key}"]), FLOOR)
     err = rel_err(result.relevance, ref[f"relevance|{key}"])
     assert err <= tol, f"{name} {key}: relative error {err:.3g} > {tol:.3g}"

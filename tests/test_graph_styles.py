@@ -21,9 +21,9 @@ import numpy as np
 import onnx
 import pytest
 from graph_helpers import parse
+from reference import rel_err
 
 import onnxlrp
-from reference import rel_err
 
 RNG = np.random.default_rng(8)
 W1 = RNG.normal(0, 0.4, size=(6, 3, 3, 3)).astype(np.float32)
@@ -73,7 +73,9 @@ def _constant_weights() -> onnx.ModelProto:
 def _initializers_as_inputs() -> onnx.ModelProto:
     model = parse(CLEAN, **WEIGHTS)
     for init in model.graph.initializer:
-        model.graph.input.append(onnx.helper.make_tensor_value_info(init.name, init.data_type, list(init.dims)))
+        model.graph.input.append(
+            onnx.helper.make_tensor_value_info(init.name, init.data_type, list(init.dims))
+        )
     model.ir_version = 3
     return model
 
@@ -92,26 +94,41 @@ def _variant(name: str) -> onnx.ModelProto:
             "d = Sub(c, M)\n m = Mul(d, G)\n n = Add(m, BETA4)",
         )
         g = (GAMMA / np.sqrt(VAR + EPS)).reshape(1, 6, 1, 1).astype(np.float32)
-        return parse(text, W1=W1, B1=B1, M=per_channel["M"], G=g, BETA4=BETA.reshape(1, 6, 1, 1), WD=WD, BD=BD)
-    if name == "split_batchnorm_mul_add_and_bias_add":
-        text = CLEAN.replace("c = Conv <pads = [1, 1, 1, 1]> (x, W1, B1)", "c0 = Conv <pads = [1, 1, 1, 1]> (x, W1)\n c = Add(c0, B1)")
-        text = text.replace(
-            "n = BatchNormalization <epsilon = 1e-5> (c, GAMMA, BETA, MEAN, VAR)", "m = Mul(c, S)\n n = Add(m, T)"
+        return parse(
+            text, W1=W1, B1=B1, M=per_channel["M"], G=g, BETA4=BETA.reshape(1, 6, 1, 1), WD=WD, BD=BD
         )
-        return parse(text, W1=W1, B1=B1.reshape(6, 1, 1), S=per_channel["S"], T=per_channel["T"], WD=WD, BD=BD)
+    if name == "split_batchnorm_mul_add_and_bias_add":
+        text = CLEAN.replace(
+            "c = Conv <pads = [1, 1, 1, 1]> (x, W1, B1)",
+            "c0 = Conv <pads = [1, 1, 1, 1]> (x, W1)\n c = Add(c0, B1)",
+        )
+        text = text.replace(
+            "n = BatchNormalization <epsilon = 1e-5> (c, GAMMA, BETA, MEAN, VAR)",
+            "m = Mul(c, S)\n n = Add(m, T)",
+        )
+        return parse(
+            text, W1=W1, B1=B1.reshape(6, 1, 1), S=per_channel["S"], T=per_channel["T"], WD=WD, BD=BD
+        )
     if name == "flatten_as_shape_arithmetic":
         text = CLEAN.replace(
             "f = Flatten(p)",
             "s = Shape(p)\n b = Gather <axis = 0> (s, zero)\n bu = Unsqueeze(b, zero1)\n"
             " shp = Concat <axis = 0> (bu, minus1)\n f = Reshape(p, shp)",
         )
-        extra = {"zero": np.array(0, np.int64), "zero1": np.array([0], np.int64), "minus1": np.array([-1], np.int64)}
+        extra = {
+            "zero": np.array(0, np.int64),
+            "zero1": np.array([0], np.int64),
+            "minus1": np.array([-1], np.int64),
+        }
         return parse(text, **WEIGHTS, **extra)
     if name == "matmul_add":
         text = CLEAN.replace("y = Gemm <transB = 1> (f, WD, BD)", "z = MatMul(f, WDT)\n y = Add(z, BD)")
         return parse(text, **{**WEIGHTS, "WDT": np.ascontiguousarray(WD.T)})
     if name == "gemm_alpha_beta":
-        text = CLEAN.replace("y = Gemm <transB = 1> (f, WD, BD)", "y = Gemm <transB = 1, alpha = 2.0, beta = 0.5> (f, WD2, BD2)")
+        text = CLEAN.replace(
+            "y = Gemm <transB = 1> (f, WD, BD)",
+            "y = Gemm <transB = 1, alpha = 2.0, beta = 0.5> (f, WD2, BD2)",
+        )
         return parse(text, **{**WEIGHTS, "WD2": WD / 2, "BD2": BD * 2})
     raise KeyError(name)
 
@@ -130,7 +147,9 @@ COMPOSITES = ("epsilon", "epsilon-plus-flat", "epsilon-gamma-box")
 
 def _explain(model, composite, x=X):
     params = {"low": -4.0, "high": 4.0} if composite == "epsilon-gamma-box" else {}
-    return onnxlrp.Explainer(model, composite, providers=["CPUExecutionProvider"], **params).explain(x, target=3)
+    return onnxlrp.Explainer(model, composite, providers=["CPUExecutionProvider"], **params).explain(
+        x, target=3
+    )
 
 
 @pytest.mark.parametrize("composite", COMPOSITES)

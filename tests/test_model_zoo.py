@@ -5,8 +5,10 @@ Each graph gets seeded random weights (``corpus.zoo_model``) and is explained at
 224 x 224 input by onnxlrp and, independently, by Zennit on the onnx2torch conversion of the same
 file (``onnx_reference``). As in ``test_zennit_agreement``, the tolerance is float32 noise:
 ``max(10 * e32, 1e-5)`` with ``e32`` Zennit's own float32-vs-float64 error on that model.
-The large ones are marked ``slow`` (minutes on two cores); squeezenet, inception_v1 and shufflenet
-run always.
+The large ones are marked ``slow`` (seconds to minutes each on two cores, VGG-19's reference
+needs ~9 GB); squeezenet and inception_v1 (LRN, asymmetric AveragePool, Dropout, Caffe2's
+reshaped Gemm weight) run always. The test is skipped where onnx2torch is not installed
+(``pip install --no-deps onnx2torch``).
 """
 
 from __future__ import annotations

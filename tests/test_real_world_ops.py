@@ -213,3 +213,23 @@ def test_lrn_gradient_with_the_normaliser_held_constant():
 
 def test_erf_derivative_constant():
     assert math.isclose(2 / math.sqrt(math.pi), 1.1283791670955126)
+
+
+def test_opset9_sum_of_three_tensors():
+    """The opset-9 ``Sum`` of several tensors (Caffe2 residuals): gradient, and the Norm rule's
+    proportional split ``R_i = x_i / sum_j x_j * R`` under LRP composites."""
+    text = """
+    <ir_version: 4, opset_import: ["" : 9]>
+    g (float[2, 3, 5, 6] x) => (float[2, 3, 5, 6] y) {
+        a = Relu(x)
+        b = Sigmoid(x)
+        y = Sum(a, b, x)
+    }"""
+    _check(text, lambda t: torch.relu(t) + torch.sigmoid(t) + t)
+    model = parse(text)
+    seed = np.random.default_rng(9).normal(size=X.shape).astype(np.float32)
+    result = onnxlrp.Explainer(model, "epsilon", providers=["CPUExecutionProvider"]).explain(X, seed=seed)
+    a, b = np.maximum(X, 0), 1 / (1 + np.exp(-X))
+    z = a + b + X
+    share = seed / (z + 1e-6 * np.where(z >= 0, 1, -1))
+    np.testing.assert_allclose(result.relevance, share * (a + b + X), rtol=1e-4, atol=1e-5)

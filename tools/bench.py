@@ -9,11 +9,15 @@ and composite it measures, best of ``--repeat`` timed calls after one warm-up ca
 - ``Zennit``: Zennit 0.5.1's ``Gradient`` attributor with the same composite (forward + LRP).
 
 Every measurement runs in its own subprocess, so that its memory is its own: ``peak MB`` is the
-peak resident set size during the warm-up and timed calls above the resident size once the model
+peak resident set size during the first (warm-up) call above the resident size once the model
 is loaded (compiled) and the input made (Linux ``VmHWM``, reset through ``/proc/self/clear_refs``
 after the setup); ``setup MB`` is what loading the model (compiling, for onnxlrp) left resident.
 On CUDA, GPU memory is onnxruntime's / torch's device memory for this process (``nvidia-smi``,
 or torch's allocator statistics).
+
+``lrp/fwd`` divides onnxlrp's time by onnxruntime's forward time measured in the same subprocess,
+the two calls alternating (so that it holds on a machine whose load changes); ``ORT fwd ms`` is the
+forward pass measured on its own.
 
 Thread count: ``--threads`` (default 2) is used by every engine, ``torch.set_num_threads`` and
 onnxruntime's ``intra_op_num_threads`` alike. With ``--device cuda`` onnxruntime runs on its CUDA
@@ -256,23 +260,30 @@ def worker(job: dict) -> dict:
     t0 = time.perf_counter()
     call()  # warm-up: allocations, onnxruntime's first-run set-up, torch's lazy init
     result["warmup_s"] = time.perf_counter() - t0
-    times = []
+    result.update(setup_mb=(setup_rss - start_rss) / 2**20, peak_mb=(peak() - setup_rss) / 2**20)
+    result["peak_exact"] = exact
+    # onnxlrp is also timed against onnxruntime's forward pass in the same process, call for call,
+    # so that lrp/fwd holds on a machine whose load changes (the peak above was taken before)
+    paired = _setup_engine({**job, "engine": "ort"})[0] if job["engine"] == "lrp" else None
+    if paired:
+        paired()
+    times, paired_times = [], []
     if result["warmup_s"] > job["budget"]:  # one call takes longer than the budget: keep that one
         times.append(result["warmup_s"])
         result["warmup_only"] = True
     while len(times) < job["repeat"] and not result.get("warmup_only"):
+        if paired:
+            t0 = time.perf_counter()
+            paired()
+            paired_times.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
         call()
         times.append(time.perf_counter() - t0)
         if sum(times) > job["budget"]:
             break
-    result.update(
-        times=times,
-        best_s=min(times),
-        setup_mb=(setup_rss - start_rss) / 2**20,
-        peak_mb=(peak() - setup_rss) / 2**20,
-        peak_exact=exact,
-    )
+    result.update(times=times, best_s=min(times))
+    if paired_times:
+        result.update(fwd_paired_times=paired_times, fwd_paired_s=min(paired_times))
     if cuda:
         if job["engine"] in ("torch", "zennit"):
             import torch
@@ -367,7 +378,7 @@ def table(rows: list[dict], device: str) -> str:
                     row["composite"],
                     _ms(t_ort, ort_),
                     _ms(t_lrp, lrp) if t_lrp is not None else lrp.get("error", "-")[:40],
-                    _ratio(t_lrp, t_ort),
+                    _ratio(t_lrp, lrp.get("fwd_paired_s", t_ort)),
                     _ms(t_tor, tor),
                     _ms(t_zen, zen) if t_zen is not None else zen.get("error", "-")[:40],
                     _ratio(t_zen, t_lrp),
@@ -481,8 +492,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", help="also write the raw results here")
     parser.add_argument("--timeout", type=float, default=3600.0, help="per measurement, in seconds")
     parser.add_argument("--profile", action="store_true", help="profile onnxlrp with onnxruntime instead")
+    parser.add_argument("--report", metavar="JSON", nargs="+", help="print the table of saved --json results")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.report:
+        rows = [row for path in args.report for row in json.loads(Path(path).read_text())]
+        print(table(rows, args.device))
+        return 0
 
     if args.worker:
         job = json.loads(args.worker)

@@ -9,7 +9,9 @@ the committed files):
    NHWC, converted by tf2onnx twice, once with tf2onnx's graph optimizers (the Transposes pushed
    to the input) and once without (every Conv wrapped in its NHWC <-> NCHW Transpose pair, each
    BatchNorm a separate node).
-   ``python tools/make_converter_fixtures.py convert-jax`` with ``jax`` and ``jax2onnx``.
+   ``python tools/make_converter_fixtures.py convert-jax`` with ``jax`` and ``jax2onnx``;
+   ``python tools/make_converter_fixtures.py convert-paddle`` with ``paddlepaddle`` and
+   ``paddle2onnx`` (weights in ``Constant`` nodes or initializers, as paddle2onnx writes them).
 2. ``python tools/make_converter_fixtures.py reference`` in the project's test environment with
    ``onnx2torch`` (``pip install --no-deps onnx2torch``): for every ``*.onnx`` of the folder, an input,
    and Zennit's relevance on the onnx2torch conversion of the file (see ``tests/onnx_reference.py``)
@@ -180,6 +182,70 @@ def convert_jax(opset: int) -> None:
 
 
 # --------------------------------------------------------------------------------------------
+# PaddlePaddle -> paddle2onnx
+
+
+def convert_paddle(opset: int) -> None:
+    """A small Paddle CNN (NCHW; BatchNorm, depthwise conv, hardswish, SE block, adaptive pool)."""
+    import onnx
+    import paddle
+    from paddle import nn
+
+    paddle.seed(3)
+    FIXTURES.mkdir(parents=True, exist_ok=True)
+
+    class SE(nn.Layer):
+        def __init__(self, c):
+            super().__init__()
+            self.pool = nn.AdaptiveAvgPool2D(1)
+            self.fc1 = nn.Conv2D(c, c // 2, 1)
+            self.fc2 = nn.Conv2D(c // 2, c, 1)
+
+        def forward(self, x):
+            s = nn.functional.relu(self.fc1(self.pool(x)))
+            return x * nn.functional.hardsigmoid(self.fc2(s))
+
+    class Net(nn.Layer):
+        def __init__(self):
+            super().__init__()
+            self.conv1 = nn.Conv2D(3, 8, 3, padding=1)
+            self.bn1 = nn.BatchNorm2D(8)
+            self.dw = nn.Conv2D(8, 8, 3, padding=1, groups=8, bias_attr=False)
+            self.bn2 = nn.BatchNorm2D(8)
+            self.se = SE(8)
+            self.pool = nn.MaxPool2D(2)
+            self.conv2 = nn.Conv2D(8, 12, 3, stride=2, padding=1)
+            self.gap = nn.AdaptiveAvgPool2D(1)
+            self.fc = nn.Linear(12, 5)
+
+        def forward(self, x):
+            x = nn.functional.relu(self.bn1(self.conv1(x)))
+            x = nn.functional.hardswish(self.bn2(self.dw(x)))
+            x = self.pool(self.se(x))
+            x = nn.functional.relu(self.conv2(x))
+            return self.fc(paddle.flatten(self.gap(x), 1))
+
+    net = Net()
+    rng = np.random.default_rng(3)
+    for layer in net.sublayers():
+        if isinstance(layer, nn.BatchNorm2D):
+            n = layer.weight.shape[0]
+            layer.weight.set_value(rng.uniform(0.5, 1.5, n).astype("float32"))
+            layer.bias.set_value(rng.normal(0, 0.1, n).astype("float32"))
+            layer._mean.set_value(rng.normal(0, 0.1, n).astype("float32"))
+            layer._variance.set_value(rng.uniform(0.5, 1.5, n).astype("float32"))
+    net.eval()
+    prefix = str(FIXTURES / "paddle_cnn")
+    spec = [paddle.static.InputSpec([None, 3, SIZE, SIZE], "float32", "image")]
+    paddle.onnx.export(net, prefix, input_spec=spec, opset_version=opset)
+    path = FIXTURES / "paddle_cnn.onnx"
+    proto = onnx.load(str(path))
+    x = np.random.default_rng(1).normal(size=(2, 3, SIZE, SIZE)).astype(np.float32)
+    np.savez(path.with_suffix(".keras_out.npz"), np.asarray(net(paddle.to_tensor(x))), x=x)
+    print(path.name, len(proto.graph.node), "nodes", sorted({n.op_type for n in proto.graph.node}))
+
+
+# --------------------------------------------------------------------------------------------
 # references
 
 
@@ -214,7 +280,8 @@ def make_references() -> None:
         if path.stem.endswith("_unoptimized"):
             continue  # the same network in another graph style: tests check it gives the same relevance
         model = onnx.load(str(path))
-        x = np.random.default_rng(1).normal(size=(2, SIZE, SIZE, 3)).astype(np.float32)
+        dims = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim[1:]]
+        x = np.random.default_rng(1).normal(size=(2, *dims)).astype(np.float32)
         torch_model = to_torch(model, x)
         arrays = {"x": x}
         outputs = [o.name for o in model.graph.output]
@@ -242,13 +309,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("step", choices=("convert-keras", "convert-jax", "reference"))
+    parser.add_argument("step", choices=("convert-keras", "convert-jax", "convert-paddle", "reference"))
     parser.add_argument("--opset", type=int, default=13)
     args = parser.parse_args()
     if args.step == "convert-keras":
         convert_keras(args.opset)
     elif args.step == "convert-jax":
         convert_jax(args.opset)
+    elif args.step == "convert-paddle":
+        convert_paddle(args.opset)
     else:
         make_references()
 

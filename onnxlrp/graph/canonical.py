@@ -48,6 +48,28 @@ def _fold_weight_layout(node: ir.Node) -> bool | None:
     return None
 
 
+def _convert_opset(model: onnx.ModelProto, target: int) -> onnx.ModelProto:
+    """``onnx.version_converter`` with the large weights set aside: it serialises the whole model
+    (seconds for old 500 MB model-zoo files, impossible over 2 GB), and no adapter reads a weight."""
+    held = {t.name: t.raw_data for t in model.graph.initializer if len(t.raw_data) > _SET_ASIDE_BYTES}
+    for t in model.graph.initializer:
+        if t.name in held:
+            t.ClearField("raw_data")
+    try:
+        converted = onnx.version_converter.convert_version(model, target)
+    finally:
+        for t in model.graph.initializer:
+            if t.name in held:
+                t.raw_data = held[t.name]
+    for t in converted.graph.initializer:
+        if t.name in held:
+            t.raw_data = held[t.name]
+    return converted
+
+
+_SET_ASIDE_BYTES = 1 << 16
+
+
 def _opset(model: onnx.ModelProto) -> int:
     return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
 
@@ -56,7 +78,7 @@ def canonicalize(model: onnx.ModelProto, label: str) -> ir.Model:
     """Return the canonical ``ir.Model`` of ``model`` (the argument is left untouched)."""
     if _opset(model) < MIN_OPSET:
         try:
-            model = onnx.version_converter.convert_version(model, MIN_OPSET)
+            model = _convert_opset(model, MIN_OPSET)
         except Exception as error:
             raise ModelLoadError(
                 f"{label}: cannot convert opset {_opset(model)} to {MIN_OPSET}: {error}"
