@@ -273,6 +273,7 @@ def run(
         "params": json.loads(json.dumps(params, default=_jsonable)),
         "target": target,
         "resize": resize,
+        "heatmaps": heatmaps,
         "items": len(items),
         "explained": explainer.compiled.explained,
     }

@@ -16,6 +16,8 @@ float32 accumulation-order noise.)
 from __future__ import annotations
 
 import functools
+import json
+import os
 
 import numpy as np
 import onnxruntime as ort
@@ -141,6 +143,20 @@ def test_matches_zennit(name, exporter, composite, target_index, onnx_path, onnx
     assert np.all(np.isfinite(relevance))
     tol = max(FACTOR * e32, FLOOR)
     err = rel_err(relevance, ref)
+    if os.environ.get("ONNXLRP_AGREEMENT_LOG"):  # for the agreement table of the closing note
+        with open(os.environ["ONNXLRP_AGREEMENT_LOG"], "a") as log:
+            log.write(
+                json.dumps(
+                    {
+                        "model": name,
+                        "exporter": exporter,
+                        "composite": composite,
+                        "error": err,
+                        "zennit_f32": e32,
+                    }
+                )
+                + "\n"
+            )
     assert err <= tol, f"relative L2 error {err:.3g} > {tol:.3g} (zennit f32 error {e32:.3g})"
 
 
