@@ -40,7 +40,7 @@ from onnxlrp.errors import InputError, UnsupportedModelError
 from onnxlrp.graph import canonicalize, load_model
 from onnxlrp.graph.load import ModelSource, model_label, save_model
 from onnxlrp.ops import fusion
-from onnxlrp.rules import Gradient, Rule
+from onnxlrp.rules import Gradient, Pass, Rule
 
 TARGET_INPUT = "lrp_target"
 SEED_INPUT = "lrp_seed"
@@ -51,6 +51,11 @@ RELEVANCE_PREFIX = "relevance:"
 _LINEAR = frozenset({"Convolution", "Dense"})
 _FINAL_NORMALIZERS = ("Softmax", "LogSoftmax")
 _SHAPE_ONLY = ("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity")
+# routing ops whose every output entry is a copy of an input entry, relevance going back to it
+_COPYING = frozenset(
+    {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Identity", "Dropout", "Concat", "Split"}
+    | {"Slice", "MaxPool", "Pad"}
+)
 
 
 def relevance_output(name: str) -> str:
@@ -184,7 +189,46 @@ def plan(
             entry.rule = composite.rule_for(unit, entry.is_first)
             if entry.rule is not None and not entry.rule.applies_to(unit.kind):
                 entry.problem = f"rule {entry.rule!r} does not apply to a {unit.kind} layer"
+    if not result.problems:
+        _mark_rectified(result)
     return result
+
+
+def _mark_rectified(the_plan: Plan) -> None:
+    """Set ``Unit.rectifier`` where the relevance reaching a unit's output is 0 wherever it is <= 0.
+
+    A value's relevance *vanishes with it* (is 0 wherever the value is 0) when every reader hands
+    it such a share: rules proportional to their input (epsilon, z+, gamma, alpha-beta, ...),
+    routing ops that copy entries whose own outputs vanish, and activations with f(0) = 0 whose
+    outputs vanish. A linear or summation unit whose output ``z`` is read by one rectifier only
+    (ReLU, ReLU6) whose output vanishes then gets no relevance where ``z <= 0``. The walk is in
+    reverse order, so that every reader is decided before the value it reads.
+    """
+    readers: dict[ir.Value, list[PlannedUnit]] = {}
+    for planned in the_plan.units:
+        for x in planned.unit.inputs:
+            readers.setdefault(x, []).append(planned)
+    vanishing: set[ir.Value] = set()
+
+    def keeps_zeros(reader: PlannedUnit) -> bool:
+        unit, rule = reader.unit, reader.rule
+        if unit.kind == "routing":
+            return unit.op_type in _COPYING and all(o in vanishing for o in unit.outputs)
+        if unit.kind == "elementwise":
+            passes = rule is None or isinstance(rule, (Pass, Gradient))
+            return passes and unit.zero_below and unit.output in vanishing
+        return rule is not None and rule.proportional_to_input
+
+    for planned in reversed(the_plan.units):
+        unit = planned.unit
+        for z in unit.outputs:
+            if z is not the_plan.explained and all(keeps_zeros(r) for r in readers.get(z, [])):
+                vanishing.add(z)
+        if unit.kind not in ("linear", "summation") or unit.output is the_plan.explained:
+            continue
+        (reader, *others) = readers.get(unit.output, [None])
+        if reader is not None and not others and keeps_zeros(reader) and reader.unit.kind == "elementwise":
+            unit.rectifier = reader.unit.node
 
 
 @dataclass

@@ -15,6 +15,7 @@ implements the unit kinds it applies to (see ``onnxlrp.ops.base``):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import onnx_ir as ir
@@ -40,6 +41,22 @@ def stabilize_nonnegative(b: Builder, z: ir.Value, epsilon: float) -> ir.Value:
     One op instead of three, with the same result: ``sign(z) = +1`` on ``z >= 0`` (-0.0 included).
     """
     return b.op("Add", z, b.const(epsilon, dtype_of(z)))
+
+
+def rectified(b: Builder, unit) -> ir.Value:
+    """``relu(z)`` of a rectified unit's output ``z`` (see ``Unit.rectifier``): the ReLU's own output."""
+    if unit.rectifier.op_type == "Relu":
+        return unit.rectifier.outputs[0]
+    return b.op("Relu", unit.output)
+
+
+def stabilize_output(b: Builder, unit, epsilon: float) -> ir.Value:
+    """``stabilize(z)`` of the unit's output. For a rectified unit ``relu(z) + epsilon``: the same
+    where ``z >= 0``, and where ``z < 0`` the relevance it divides is 0 either way; one op
+    instead of three, and ``z`` keeps the ReLU as its only reader (onnxruntime fuses the two)."""
+    if unit.rectifier is None:
+        return stabilize(b, unit.output, epsilon)
+    return b.op("Add", rectified(b, unit), b.const(epsilon, dtype_of(unit.output)))
 
 
 def _cast(array: np.ndarray | None, dtype: np.dtype) -> np.ndarray | None:
@@ -103,7 +120,13 @@ def _scale_input_channels(unit: LinearUnit, weight: np.ndarray, scale: np.ndarra
 
 
 class Rule:
-    """Base class: a rule implements the unit kinds it applies to."""
+    """Base class: a rule implements the unit kinds it applies to.
+
+    ``proportional_to_input``: the relevance the rule hands to a linear or summation input is 0
+    wherever that input is 0 (``R_j = x_j * ...``); the compiler's sign analysis relies on it.
+    """
+
+    proportional_to_input: ClassVar[bool] = False
 
     def applies_to(self, kind: str) -> bool:
         """Whether the rule implements unit kind ``kind`` ("linear", "elementwise", "summation")."""
@@ -169,13 +192,14 @@ class Epsilon(Rule):
     """
 
     epsilon: float = 1e-6
+    proportional_to_input: ClassVar[bool] = True
 
     def linear(self, b, unit, relevance):
-        s = b.op("Div", relevance, stabilize(b, unit.output, self.epsilon))
+        s = b.op("Div", relevance, stabilize_output(b, unit, self.epsilon))
         return b.op("Mul", unit.x, unit.transposed(b, s, unit.weight))
 
     def summation(self, b, unit, relevance):
-        s = b.op("Div", relevance, stabilize(b, unit.output, self.epsilon))
+        s = b.op("Div", relevance, stabilize_output(b, unit, self.epsilon))
         return [b.op("Mul", x, unit.transposed(b, s, i)) for i, x in enumerate(unit.inputs)]
 
 
@@ -195,6 +219,7 @@ class ZPlus(Rule):
     """
 
     stabilizer: float = 1e-6
+    proportional_to_input: ClassVar[bool] = True
 
     def linear(self, b, unit, relevance):
         wp, wn, bp = _plus(unit.weight), _minus(unit.weight), _plus(unit.bias)
@@ -217,6 +242,7 @@ class AlphaBeta(Rule):
     alpha: float = 2.0
     beta: float = 1.0
     stabilizer: float = 1e-6
+    proportional_to_input: ClassVar[bool] = True
 
     def __post_init__(self):
         if self.alpha < 0 or self.beta < 0 or self.alpha - self.beta != 1:
@@ -262,6 +288,7 @@ class Gamma(Rule):
 
     gamma: float = 0.25
     stabilizer: float = 1e-6
+    proportional_to_input: ClassVar[bool] = True
 
     def linear(self, b, unit, relevance):
         # With z = x W + b the layer's own output and q = x+ W+ + x- W- + b+, the modified outputs
@@ -280,6 +307,10 @@ class Gamma(Rule):
         zero = b.const(0.0, dt)
         if unit.x_nonnegative:
             gq = _forward_plus(b, unit, unit.x, g * _plus(w), None if bias is None else g * _plus(bias), eps)
+            if unit.rectifier is not None:  # R is 0 wherever z <= 0: only the z > 0 branch is left,
+                # and its denominator relu(z) + gamma q + eps needs no guard (it is >= eps)
+                s = b.op("Div", relevance, b.op("Add", rectified(b, unit), gq))
+                return b.op("Mul", unit.x, unit.transposed(b, s, w + g * _plus(w)))
             zp, zn = b.op("Add", z, gq), b.op("Sub", b.op("Mul", z, b.const(1.0 + g, dt)), gq)
         else:
             magnitude = b.op("Abs", unit.x)
@@ -421,6 +452,7 @@ class InputXGradient(Rule):
     """
 
     epsilon: float = 0.0
+    proportional_to_input: ClassVar[bool] = True
 
     def linear(self, b, unit, relevance):
         return b.op(

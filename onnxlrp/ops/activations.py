@@ -27,7 +27,9 @@ def _unit(
 
 @register("Relu")
 def relu(node, ctx):
-    return _unit(node, lambda b, x, y: _float(b, b.op("Greater", x, 0.0), x))
+    unit = _unit(node, lambda b, x, y: _float(b, b.op("Greater", x, 0.0), x))
+    unit.zero_below = True
+    return unit
 
 
 @register("LeakyRelu")
@@ -82,7 +84,9 @@ def clip(node, ctx):
                 inside = cond if inside is None else b.op("And", inside, cond)
         return _float(b, inside, x) if inside is not None else b.const(1.0, dtype_of(x))
 
-    return _unit(node, derivative)
+    unit = _unit(node, derivative)
+    unit.zero_below = low == 0.0  # ReLU6 and other rectifiers with a cap
+    return unit
 
 
 @register("Sigmoid")

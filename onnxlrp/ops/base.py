@@ -39,13 +39,19 @@ class GraphContext:
 
 @dataclass
 class Unit:
-    """One layer as the compiler sees it."""
+    """One layer as the compiler sees it.
+
+    ``rectifier``, set by the compiler on linear and summation units: the rectifier (a ReLU, or a
+    Clip from 0) that alone reads the unit's output ``z``, when the relevance reaching ``z`` is
+    provably 0 wherever ``z <= 0``; rules may then read ``relu(z)`` where they would guard signs.
+    """
 
     nodes: list[ir.Node]
     inputs: list[ir.Value]  # the activation inputs that receive relevance
     outputs: list[ir.Value]
     category: str  # the layer kind composites map rules to (see composites.CATEGORIES)
     kind: str = field(init=False, default="")
+    rectifier: ir.Node | None = field(init=False, default=None)
 
     @property
     def node(self) -> ir.Node:
@@ -119,9 +125,11 @@ class LinearUnit(Unit):
 
 
 class ElementwiseUnit(Unit):
-    """A pointwise map of one activation; ``derivative`` emits f'(x)."""
+    """A pointwise map of one activation; ``derivative`` emits f'(x). ``zero_below``: f(x) = 0
+    exactly where x <= 0 (ReLU, ReLU6)."""
 
     kind = "elementwise"
+    zero_below = False
 
     def __init__(self, nodes, x, output, category: str, derivative: Callable[[Builder], ir.Value]):
         super().__init__(nodes, [x], [output], category)
