@@ -55,16 +55,22 @@ def _numbers(text: str) -> float | np.ndarray:
     return values[0] if len(values) == 1 else np.asarray(values, dtype=np.float32)
 
 
-def _composite_help() -> str:
+def _composite_help(default: str) -> str:
     try:
         from onnxlrp.composites import COMPOSITES
     except Exception:  # the help text must not depend on the library importing cleanly
-        return f"composite name (default: {DEFAULT_COMPOSITE})"
-    return f"composite: {', '.join(COMPOSITES)} (default: {DEFAULT_COMPOSITE})"
+        return f"composite name (default: {default})"
+    return f"composite: {', '.join(COMPOSITES)} (default: {default})"
 
 
-def _add_rule_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--composite", default=DEFAULT_COMPOSITE, metavar="NAME", help=_composite_help())
+def _add_rule_options(parser: argparse.ArgumentParser, text_default: str | None = None) -> None:
+    """The composite and its rule parameters. With ``text_default`` (explain), the composite's
+    default depends on the input, so the option defaults to None and the command resolves it."""
+    default = DEFAULT_COMPOSITE if text_default is None else None
+    described = (
+        DEFAULT_COMPOSITE if text_default is None else f"{DEFAULT_COMPOSITE}; {text_default} with --text"
+    )
+    parser.add_argument("--composite", default=default, metavar="NAME", help=_composite_help(described))
     group = parser.add_argument_group("rule parameters (passed only when given)")
     group.add_argument("--epsilon", type=float, help="epsilon of the epsilon rule")
     group.add_argument("--gamma", type=float, help="gamma of the gamma rule")
@@ -106,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text", help="explain a text model on this text (needs --tokenizer)")
     p.add_argument("--tokenizer", metavar="DIR", help="tokenizer.json (or its directory) for --text")
     p.add_argument("--position", type=int, help="--text on a language model: the position (default -1)")
-    _add_rule_options(p)
+    _add_rule_options(p, text_default="attnlrp")
     p.add_argument("--out", metavar="PNG", help="write the first sample's heatmap here (--text: HTML)")
     p.add_argument("--overlay", metavar="PNG", help="write the first sample's heatmap over its input here")
     p.add_argument("--cmap", default="bwr", help="heatmap colour map (default: bwr; see onnxlrp.viz)")
@@ -195,8 +201,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
         if args.text is None or args.tokenizer is None or args.input is not None:
             raise CliError("--text and --tokenizer go together, and replace INPUT")
-        composite = TEXT_COMPOSITE if args.composite == DEFAULT_COMPOSITE else args.composite
-        return explain_text(args, composite, _rule_params(args))
+        return explain_text(args, args.composite or TEXT_COMPOSITE, _rule_params(args))
+    args.composite = args.composite or DEFAULT_COMPOSITE
     if args.input is None:
         usage = getattr(args, "usage", "").strip()
         raise CliError(f"the following arguments are required: INPUT (or --text and --tokenizer)\n{usage}")

@@ -2,10 +2,11 @@
 
 The tokenizer is a Hugging Face ``tokenizer.json`` (in ``DIR``, or the file itself) read with the
 optional ``tokenizers`` package (``pip install tokenizers``). The encoded sentence feeds the
-model's inputs by kind: the token-id input (the one read through an embedding table) gets the ids,
-an input whose name contains ``mask`` gets ones, one whose name contains ``type`` gets the type
-ids. The per-token relevance is printed (with a terminal heatmap when stdout is a terminal) and
-written as an HTML heatmap (``--out``, default ``heatmap.html``).
+model's inputs by name first: an input whose name contains ``mask`` gets the attention mask, one
+with ``type`` the type ids, one with ``position`` the positions 0, 1, ...; the token-id input
+(read through an embedding table) gets the ids. The per-token relevance is printed (with a
+terminal heatmap when stdout is a terminal), written as an HTML heatmap (``--out``, default
+``heatmap.html``) and, with ``--save-relevance``, as a ``.npy`` array.
 
 For (batch, position, class) outputs (language models) the explained class is ``--target`` (a
 token id; default: the top-1 next token) at ``--position`` (default: the last).
@@ -44,24 +45,40 @@ def load_tokenizer(path: str):
     return tokenizer
 
 
+def _role(name: str) -> str | None:
+    """What an input named ``name`` holds besides the token ids: mask, type or position ids."""
+    lowered = name.lower()
+    return next((role for role in ("mask", "type", "position") if role in lowered), None)
+
+
+def ids_input(explainer) -> str:
+    """The model's token-id input: read through an embedding table, and no mask, type or position
+    ids (which are read through embedding tables too)."""
+    names = [name for name in explainer.compiled.token_inputs if _role(name) is None]
+    if len(names) != 1:
+        found = ", ".join(explainer.compiled.token_inputs) or "none"
+        raise OnnxLrpError(
+            "--text needs a model with one token-id input (an int64 input read through an embedding "
+            f"table, not named like a mask, type or position ids); embedding inputs: {found}"
+        )
+    return names[0]
+
+
 def text_feeds(explainer, encoding) -> dict[str, np.ndarray]:
     """The model's inputs for one encoded text (batch of 1)."""
-    token_inputs = explainer.compiled.token_inputs
-    if not token_inputs:
-        raise OnnxLrpError(
-            "--text needs a model with a token-id input (an int64 input read through an embedding table)"
-        )
+    ids = ids_input(explainer)
+    by_role = {
+        "mask": encoding.attention_mask,
+        "type": encoding.type_ids,
+        "position": list(range(len(encoding.ids))),
+    }
     feeds = {}
     for spec in explainer.inputs:
-        name = spec.name.lower()
-        if spec.name in token_inputs:
+        role = _role(spec.name)
+        if spec.name == ids:
             values = encoding.ids
-        elif "mask" in name:
-            values = encoding.attention_mask
-        elif "type" in name:
-            values = encoding.type_ids
-        elif "position" in name:
-            values = list(range(len(encoding.ids)))
+        elif role is not None:
+            values = by_role[role]
         else:
             raise OnnxLrpError(f"--text: cannot tell what to feed model input {spec.name!r}")
         feeds[spec.name] = np.asarray([values], dtype=spec.dtype)
@@ -81,8 +98,7 @@ def explain_text(args: argparse.Namespace, composite: str, params: dict) -> int:
     if args.position is not None and not explainer.compiled.positions:
         raise OnnxLrpError("--position applies to models with (batch, position, class) outputs")
     result = explainer.explain(feeds, target=args.target, **kwargs)
-    name = next(iter(explainer.compiled.token_inputs))
-    relevance = np.asarray(result.relevance[name])[0]
+    relevance = np.asarray(result.relevance[ids_input(explainer)])[0]
     tokens = encoding.tokens
     target = int(result.target[0])
     output = np.asarray(result.output)[0]
@@ -105,7 +121,10 @@ def explain_text(args: argparse.Namespace, composite: str, params: dict) -> int:
     out = args.out or "heatmap.html"
     viz.save_text_heatmap(tokens, relevance, out, cmap=args.cmap, title=f"{args.text} -> {what}")
     print(f"wrote text heatmap to {out}")
+    if args.save_relevance:
+        np.save(args.save_relevance, relevance)
+        print(f"wrote relevance {list(relevance.shape)} (one value per token) to {args.save_relevance}")
     return 0
 
 
-__all__ = ["explain_text", "load_tokenizer", "text_feeds"]
+__all__ = ["explain_text", "ids_input", "load_tokenizer", "text_feeds"]

@@ -233,6 +233,47 @@ def test_cli_text(exported, word_tokenizer, tmp_path, capsys):
     assert code == 2 and "no tokenizer.json" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("name", "extra"), [("bert", "token_type_ids"), ("gpt2", "position_ids")])
+def test_cli_text_feeds_type_and_position_ids(name, extra, exported, word_tokenizer, tmp_path, capsys):
+    """Type and position ids are read through embedding tables too: --text feeds them by name (not
+    the token ids), and reports the relevance of the token ids."""
+    from onnxlrp.cli import main
+    from onnxlrp.cli_text import load_tokenizer, text_feeds
+
+    path = zoo.export(exported[2][name], name, "ids", tmp_path / f"{name}_{extra}.onnx", extra=(extra,))
+    ex = onnxlrp.Explainer(path, "attnlrp", providers=PROVIDERS)
+    assert set(ex.compiled.token_inputs) == {"input_ids", extra}
+    fed = text_feeds(ex, load_tokenizer(str(word_tokenizer)).encode("w3 w7 w11"))
+    ids = np.array([[3, 7, 11]])
+    np.testing.assert_array_equal(fed["input_ids"], ids)
+    np.testing.assert_array_equal(fed[extra], [[0, 0, 0]] if extra == "token_type_ids" else [[0, 1, 2]])
+    out = tmp_path / "relevance.npy"
+    text = ["explain", str(path), "--text", "w3 w7 w11", "--tokenizer", str(word_tokenizer)]
+    code = main(text + ["--out", str(tmp_path / "heat.html"), "--save-relevance", str(out)])
+    assert code == 0, capsys.readouterr()
+    feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), extra: fed[extra]}
+    expected = ex.explain(feeds).relevance["input_ids"][0]
+    np.testing.assert_allclose(np.load(out), expected, rtol=1e-6)
+
+
+def test_cli_text_keeps_a_given_composite(exported, word_tokenizer, tmp_path, capsys):
+    from onnxlrp.cli import main
+
+    model = str(exported[0]["bert", "ids"])
+    text = [
+        "explain",
+        model,
+        "--text",
+        "w3 w7",
+        "--tokenizer",
+        str(word_tokenizer),
+        "--composite",
+        "epsilon-plus-flat",
+    ]
+    assert main(text + ["--out", str(tmp_path / "heat.html")]) == 0
+    assert "composite epsilon-plus-flat" in capsys.readouterr().out
+
+
 def test_text_heatmap():
     from onnxlrp import viz
 

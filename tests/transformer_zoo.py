@@ -175,10 +175,22 @@ def inputs_for(model: torch.nn.Module, name: str, kind: str, dtype=torch.float32
     return feeds
 
 
-def export(model: torch.nn.Module, name: str, kind: str, path: str | Path) -> Path:
-    """Export ``model`` to ONNX at ``path`` (opset 17, TorchScript exporter, dynamic batch/sequence)."""
-    names = input_names(name, kind)
+EXTRA_INPUTS = {
+    "token_type_ids": lambda ids: torch.zeros_like(ids),
+    "position_ids": lambda ids: torch.arange(ids.shape[1]).expand(ids.shape[0], -1).contiguous(),
+}
+
+
+def export(
+    model: torch.nn.Module, name: str, kind: str, path: str | Path, extra: tuple[str, ...] = ()
+) -> Path:
+    """Export ``model`` to ONNX at ``path`` (opset 17, TorchScript exporter, dynamic batch/sequence).
+
+    ``extra``: further id inputs, as Hugging Face exports often have (``token_type_ids`` zeros,
+    ``position_ids`` 0, 1, ...; see ``EXTRA_INPUTS``)."""
+    names = input_names(name, kind) + list(extra)
     feeds = inputs_for(model, name, kind)
+    feeds.update({n: EXTRA_INPUTS[n](feeds["input_ids"]) for n in extra})
     axes = {}
     for n in names:
         axes[n] = {0: "batch"} if n == "pixel_values" else {0: "batch", 1: "sequence"}
