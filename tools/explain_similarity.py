@@ -4,9 +4,9 @@ The similarity of sentences A and B is the dot product of their embeddings, ``a 
 sum_k a_k b_k``. To explain A's side, the relevance at A's embedding is seeded with ``a * b``
 (entry by entry, B's embedding held constant), so the seed sums to the dot product; AttnLRP takes
 it back to A's tokens. The tokens' relevance sums to less (about 2/3 of it for the example below,
-as in LXT): biases and LayerNorm offsets keep their share, and the softmax rule does not conserve. B's side
-likewise with ``b * a``. Tokens with positive relevance make the
-sentences similar, negative ones pull them apart. Writes one HTML heatmap with both sentences::
+as in LXT): biases and LayerNorm offsets keep their share, and the softmax rule does not conserve.
+B's side likewise with ``b * a``. Tokens with positive relevance make the sentences similar,
+negative ones pull them apart. Writes one HTML heatmap with both sentences::
 
     python tools/export_minilm.py --out build/minilm
     python tools/explain_similarity.py "A man is eating food." "A man eats a piece of bread." \
