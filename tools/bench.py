@@ -47,7 +47,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-MODELS = ("resnet18", "vgg16_bn", "mobilenet_v2")
+MODELS = ("resnet18", "vgg16_bn", "mobilenet_v2")  # the default set; also "resnet50"
 COMPOSITES = ("epsilon", "epsilon-plus-flat", "epsilon-gamma-box")
 ENGINES = ("ort", "lrp", "torch", "zennit")
 BOX = {"low": -3.0, "high": 3.0}  # epsilon-gamma-box bounds: the inputs are clipped to [-3, 3]
@@ -478,13 +478,13 @@ def _csv(choices):
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", type=_csv(MODELS), default=list(MODELS))
+    parser.add_argument("--models", type=_csv((*MODELS, "resnet50")), default=list(MODELS))
     parser.add_argument("--batches", type=lambda t: [int(b) for b in t.split(",")], default=[1, 8, 32])
     parser.add_argument("--composites", type=_csv(None), default=list(COMPOSITES))
     parser.add_argument("--engines", type=_csv(ENGINES), default=list(ENGINES))
-    parser.add_argument("--repeat", type=int, default=3, help="timed calls per measurement (best is kept)")
+    parser.add_argument("--repeat", type=int, default=10, help="timed calls per measurement (best is kept)")
     parser.add_argument(
-        "--budget", type=float, default=60.0, help="stop repeating once the timed calls took this long (s)"
+        "--budget", type=float, default=20.0, help="stop repeating once the timed calls took this long (s)"
     )
     parser.add_argument("--threads", type=int, default=2, help="threads for every engine (default 2)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")

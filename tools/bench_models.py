@@ -1,4 +1,5 @@
-"""ResNet-18, VGG-16 (with BatchNorm) and MobileNetV2 for the benchmark, defined in plain torch.
+"""ResNet-18, VGG-16 (with BatchNorm) and MobileNetV2 for the benchmark, defined in plain torch
+(and ResNet-50, for the compile time of a large graph).
 
 torchvision cannot be installed next to our torch build, so these are compact re-definitions with
 torchvision's layer structure (same layers, shapes, strides and module registration order, so that
@@ -138,6 +139,48 @@ class ResNet18(nn.Module):
         return self.fc(torch.flatten(self.avgpool(x), 1))
 
 
+class Bottleneck(nn.Module):
+    """ResNet-50's block: 1x1 reduce, 3x3 (strided), 1x1 expand (x4), with a projection shortcut."""
+
+    def __init__(self, cin: int, width: int, stride: int = 1):
+        super().__init__()
+        cout = 4 * width
+        self.conv1 = nn.Conv2d(cin, width, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.relu1 = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(width, width, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.relu2 = nn.ReLU(inplace=True)
+        self.conv3 = nn.Conv2d(width, cout, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(cout)
+        self.downsample = None
+        if stride != 1 or cin != cout:
+            self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+        self.add = ResidualAdd()
+        self.relu3 = nn.ReLU(inplace=True)
+
+    def forward(self, x):
+        out = self.relu2(self.bn2(self.conv2(self.relu1(self.bn1(self.conv1(x))))))
+        identity = x if self.downsample is None else self.downsample(x)
+        return self.relu3(self.add(self.bn3(self.conv3(out)), identity))
+
+
+class ResNet50(ResNet18):
+    """torchvision.models.resnet50: ResNet18's stem and head around [3, 4, 6, 3] bottlenecks."""
+
+    def __init__(self, num_classes: int = 1000):
+        super().__init__(num_classes)
+        cin = 64
+        for i, (width, blocks) in enumerate(zip((64, 128, 256, 512), (3, 4, 6, 3))):
+            stride = 1 if i == 0 else 2
+            layer = [Bottleneck(cin, width, stride)] + [
+                Bottleneck(4 * width, width) for _ in range(blocks - 1)
+            ]
+            setattr(self, f"layer{i + 1}", nn.Sequential(*layer))
+            cin = 4 * width
+        self.fc = nn.Linear(cin, num_classes)
+
+
 # ------------------------------------------------------------------------------------------------
 # VGG-16 with BatchNorm (torchvision.models.vgg16_bn)
 
@@ -237,6 +280,7 @@ class MobileNetV2(nn.Module):
 
 MODELS: dict[str, Callable[[], nn.Module]] = {
     "resnet18": ResNet18,
+    "resnet50": ResNet50,
     "vgg16_bn": VGG16BN,
     "mobilenet_v2": MobileNetV2,
 }
