@@ -27,12 +27,26 @@ from onnxlrp.ops.linear import ConvUnit, DenseUnit
 
 
 def stabilize(b: Builder, z: ir.Value, epsilon: float) -> ir.Value:
-    """``z + epsilon * sign(z)``, where zeros count as positive."""
+    """``z + epsilon * sign(z)``, where zeros count as positive.
+
+    Without ``Where`` and comparisons where that is exact, as onnxruntime's CPU kernels for them
+    run several times slower than arithmetic: with a large ``K``, ``t = clip(K z, -2 epsilon, 0)``
+    is ``-2 epsilon`` where ``z < 0`` and ``0`` where ``z >= 0``, so ``z + (t + epsilon)`` is
+    Zennit's ``z + epsilon * sign(z)`` bit for bit wherever ``|z| >= 4 epsilon / K``, with
+    ``K = min(4 epsilon / s, max)`` (``s`` the smallest subnormal). That covers every normal float
+    for float32 and float64 with epsilon up to 1 (a negative subnormal may get a smaller shift);
+    other cases (float16, whose subnormals are common, or a larger epsilon) use ``Where``.
+    """
+    if not epsilon:
+        return z
     dt = dtype_of(z)
-    shift = b.op(
-        "Where", b.op("GreaterOrEqual", z, b.const(0.0, dt)), b.const(epsilon, dt), b.const(-epsilon, dt)
-    )
-    return b.op("Add", z, shift)
+    info = np.finfo(dt)
+    scale = min(4 * epsilon / float(info.smallest_subnormal), float(info.max))
+    if info.bits < 32 or 4 * epsilon / scale > info.tiny:
+        sign = b.op("GreaterOrEqual", z, b.const(0.0, dt))
+        return b.op("Add", z, b.op("Where", sign, b.const(epsilon, dt), b.const(-epsilon, dt)))
+    t = b.op("Clip", b.op("Mul", z, b.const(scale, dt)), b.const(-2 * epsilon, dt), b.const(0.0, dt))
+    return b.op("Add", z, b.op("Add", t, b.const(epsilon, dt)))
 
 
 def stabilize_nonnegative(b: Builder, z: ir.Value, epsilon: float) -> ir.Value:
@@ -294,42 +308,64 @@ class Gamma(Rule):
         # With z = x W + b the layer's own output and q = x+ W+ + x- W- + b+, the modified outputs
         # are zp = z + gamma q and zn = z + gamma (z - q) (as b = b+ + b-): one extra forward
         # product instead of two (four for signed inputs). gp = R / stab(zp) where z > 0 and
-        # gn = R / stab(zn) where z < 0 (0 elsewhere). For non-negative inputs q >= 0, so zp > 0
-        # where z > 0 and zn < 0 where z < 0: stab(zp) = zp + eps and stab(zn) = zn - eps there,
-        # and the epsilon goes into the bias of ``gamma q + eps``. For signed inputs
+        # gn = R / stab(zn) where z < 0 (0 elsewhere). As q >= 0, zp > 0 where z > 0 and zn < 0
+        # where z < 0. When the unit is rectified (R is 0 wherever z <= 0), gn is 0 and gp needs
+        # no guard: R / (relu(z) + gamma q + eps), the denominator >= eps.
+        if unit.x_nonnegative:
+            return self._nonnegative(b, unit, relevance)
+        return self._signed(b, unit, relevance)
+
+    def _nonnegative(self, b, unit, relevance):
+        # x- = 0: stab(zp) = zp + eps and stab(zn) = zn - eps, the epsilon in the bias of gamma q
+        w, bias, g, z = unit.weight, unit.bias, self.gamma, unit.output
+        gq = _forward_plus(
+            b, unit, unit.x, g * _plus(w), None if bias is None else g * _plus(bias), self.stabilizer
+        )
+        w1 = w + g * _plus(w)
+        if unit.rectifier is not None:
+            s = b.op("Div", relevance, b.op("Add", rectified(b, unit), gq))
+            return b.op("Mul", unit.x, unit.transposed(b, s, w1))
+        zn = b.op("Sub", b.op("Mul", z, b.const(1.0 + g, dtype_of(z))), gq)
+        gp, gn = _branches(b, z, relevance, b.op("Add", z, gq), zn)
+        return b.op(
+            "Mul", unit.x, b.op("Add", unit.transposed(b, gp, w1), unit.transposed(b, gn, w + g * _minus(w)))
+        )
+
+    def _signed(self, b, unit, relevance):
         # q = (x W + |x| |W|) / 2 + b+, and the backward pass
         #   x+ (T(gp, W1) + T(gn, W2)) + x- (T(gp, W2) + T(gn, W1))
         #   = x T(gp + gn, (1 + gamma/2) W) + |x| T(gp - gn, gamma/2 |W|)
         # takes two transposed products instead of four.
-        w, bias, g, eps = unit.weight, unit.bias, self.gamma, self.stabilizer
-        z = unit.output
+        w, bias, g, eps, z = unit.weight, unit.bias, self.gamma, self.stabilizer, unit.output
         dt = dtype_of(z)
-        zero = b.const(0.0, dt)
-        if unit.x_nonnegative:
-            gq = _forward_plus(b, unit, unit.x, g * _plus(w), None if bias is None else g * _plus(bias), eps)
-            if unit.rectifier is not None:  # R is 0 wherever z <= 0: only the z > 0 branch is left,
-                # and its denominator relu(z) + gamma q + eps needs no guard (it is >= eps)
-                s = b.op("Div", relevance, b.op("Add", rectified(b, unit), gq))
-                return b.op("Mul", unit.x, unit.transposed(b, s, w + g * _plus(w)))
-            zp, zn = b.op("Add", z, gq), b.op("Sub", b.op("Mul", z, b.const(1.0 + g, dt)), gq)
+        magnitude = b.op("Abs", unit.x)
+        half_w = (g / 2 * np.abs(w)).astype(w.dtype)
+        half_bias = None if bias is None else g * (_plus(bias) - bias / 2)
+        half_z = b.op("Mul", z, b.const(g / 2, dt))
+        if unit.rectifier is not None:  # gamma q + eps, at least eps also where q rounds below 0
+            gq = b.op("Add", half_z, _forward_plus(b, unit, magnitude, half_w, half_bias, eps))
+            gq = b.op("Max", gq, b.const(eps, dt))
+            both = split = b.op("Div", relevance, b.op("Add", rectified(b, unit), gq))
         else:
-            magnitude = b.op("Abs", unit.x)
-            half_bias = None if bias is None else g * (_plus(bias) - bias / 2)
-            gq = b.op(
-                "Add",
-                b.op("Mul", z, b.const(g / 2, dt)),
-                unit.forward(b, magnitude, (g / 2 * np.abs(w)).astype(w.dtype), _cast(half_bias, w.dtype)),
-            )
+            gq = b.op("Add", half_z, unit.forward(b, magnitude, half_w, _cast(half_bias, w.dtype)))
             zp = stabilize(b, b.op("Add", z, gq), eps)
             zn = stabilize(b, b.op("Sub", b.op("Mul", z, b.const(1.0 + g, dt)), gq), eps)
-        gp = b.op("Where", b.op("Greater", z, zero), b.op("Div", relevance, zp), zero)
-        gn = b.op("Where", b.op("Less", z, zero), b.op("Div", relevance, zn), zero)
-        if unit.x_nonnegative:
-            w1, w2 = w + g * _plus(w), w + g * _minus(w)
-            return b.op("Mul", unit.x, b.op("Add", unit.transposed(b, gp, w1), unit.transposed(b, gn, w2)))
-        both = unit.transposed(b, b.op("Add", gp, gn), ((1.0 + g / 2) * w).astype(w.dtype))
-        split = unit.transposed(b, b.op("Sub", gp, gn), (g / 2 * np.abs(w)).astype(w.dtype))
-        return b.op("Add", b.op("Mul", unit.x, both), b.op("Mul", magnitude, split))
+            gp, gn = _branches(b, z, relevance, zp, zn)
+            both, split = b.op("Add", gp, gn), b.op("Sub", gp, gn)
+        both = unit.transposed(b, both, ((1.0 + g / 2) * w).astype(w.dtype))
+        return b.op(
+            "Add", b.op("Mul", unit.x, both), b.op("Mul", magnitude, unit.transposed(b, split, half_w))
+        )
+
+
+def _branches(
+    b: Builder, z: ir.Value, relevance: ir.Value, zp: ir.Value, zn: ir.Value
+) -> tuple[ir.Value, ir.Value]:
+    """``R / zp`` where ``z > 0`` and ``R / zn`` where ``z < 0``, each 0 elsewhere."""
+    zero = b.const(0.0, dtype_of(z))
+    gp = b.op("Where", b.op("Greater", z, zero), b.op("Div", relevance, zp), zero)
+    gn = b.op("Where", b.op("Less", z, zero), b.op("Div", relevance, zn), zero)
+    return gp, gn
 
 
 @dataclass(frozen=True, eq=False)

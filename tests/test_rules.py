@@ -141,3 +141,32 @@ def test_epsilon_conserves_without_bias():
 def test_alpha_beta_checks_its_parameters():
     with pytest.raises(onnxlrp.CompositeError, match="alpha - beta = 1"):
         rules.AlphaBeta(alpha=1.0, beta=1.0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
+@pytest.mark.parametrize("epsilon", [1e-6, 0.25, 3.0])
+def test_stabilizer_is_zennits_bit_for_bit(dtype, epsilon):
+    """``stabilize`` (arithmetic in place of ``Where`` where exact) against Zennit's formula
+    ``z + ((z == 0) + sign(z)) * epsilon``, over zeros, the smallest normals and wide magnitudes."""
+    import onnx_ir as ir
+    import onnxruntime as ort
+
+    from onnxlrp.builder import Builder
+
+    z = ir.Value(
+        name="z", shape=ir.Shape([None]), type=ir.TensorType(ir.DataType.from_numpy(np.dtype(dtype)))
+    )
+    graph = ir.Graph([z], [], nodes=[], opset_imports={"": 17})
+    y = rules.stabilize(Builder(graph), z, epsilon)
+    y.name = "y"
+    graph.outputs.append(y)
+    model = ir.serde.serialize_model(ir.Model(graph, ir_version=8))
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    info = np.finfo(dtype)
+    magnitudes = 10.0 ** RNG.uniform(np.log10(float(info.tiny)), np.log10(float(info.max)), 2000)
+    values = np.concatenate(
+        [magnitudes, -magnitudes, [0.0, -0.0, info.tiny, -info.tiny, info.max, -info.max]]
+    )
+    values = values.astype(dtype)
+    expected = values + ((values == 0).astype(dtype) + np.sign(values)) * dtype(epsilon)
+    np.testing.assert_array_equal(session.run(None, {"z": values})[0], expected)
