@@ -156,7 +156,7 @@ def plan(
     needed = _ancestors(explained)
     result = Plan(ir_model, label, chosen, explained, stripped, active=active, tokens=tokens)
     absorbed: set[ir.Node] = set()
-    pristine = {v for v in graph.inputs if v in active}  # reached from an input through no linear layer
+    first_found = False  # Zennit's first layer: the first Linear module, here in graph order
     for node in graph:
         if (
             node in absorbed
@@ -181,10 +181,8 @@ def plan(
             continue
         entry.unit = unit
         absorbed.update(unit.nodes[1:])
-        reads_pristine = any(v in pristine for v in unit.inputs)
-        entry.is_first = reads_pristine and unit.category in _LINEAR
-        if reads_pristine and unit.category not in _LINEAR:
-            pristine.update(unit.outputs)
+        entry.is_first = not first_found and unit.category in _LINEAR
+        first_found = first_found or entry.is_first
         if unit.kind != "routing":
             entry.rule = composite.rule_for(unit, entry.is_first)
             if entry.rule is not None and not entry.rule.applies_to(unit.kind):

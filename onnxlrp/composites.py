@@ -20,8 +20,8 @@ LayerNorm      LayerNormalization, also written out (RMSNorm: ``RMSNorm``; both:
 =============  ====================================================================
 
 Units that no entry matches follow the gradient (MaxPool, reshapes, ...), as in Zennit.
-The ``first`` rule goes to the Linear layers that read the model input directly (through
-routing ops and activations only): Zennit's "first layer".
+The ``first`` rule goes to the first Linear layer in graph order: Zennit's "first layer", the
+first Linear module (in a torch export, the first in the graph).
 """
 
 from __future__ import annotations

@@ -266,6 +266,28 @@ def dilated():
     return _finish(Dilated(), (2, 3, 16, 16), 6)
 
 
+class TwoStem(nn.Module):
+    """An Inception-like stem: two convolutions read the input. Zennit's first-layer rule goes to
+    the first one only (the first registered Linear module); the second gets the conv rule."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = conv_bn(3, 4, k=3)
+        self.b = conv_bn(3, 4, k=5)
+        self.c = conv_bn(8, 8)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x):
+        x = torch.cat([self.a(x), self.b(x)], 1)
+        return self.fc(torch.flatten(self.pool(self.c(x)), 1))
+
+
+def two_stem():
+    torch.manual_seed(11)
+    return _finish(TwoStem(), (2, 3, 12, 12), 11)
+
+
 class Conv1dNet(nn.Module):
     def __init__(self):
         super().__init__()
@@ -409,6 +431,7 @@ ZOO: dict[str, Callable[[], tuple[nn.Module, torch.Tensor]]] = {
     "mobilenet": mobilenet,
     "densenet": densenet,
     "dilated": dilated,
+    "two_stem": two_stem,
     "conv1d": conv1d,
     "conv3d": conv3d,
     "convtranspose": convtranspose,
