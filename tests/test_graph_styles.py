@@ -130,6 +130,12 @@ def _variant(name: str) -> onnx.ModelProto:
             "y = Gemm <transB = 1, alpha = 2.0, beta = 0.5> (f, WD2, BD2)",
         )
         return parse(text, **{**WEIGHTS, "WD2": WD / 2, "BD2": BD * 2})
+    if name == "gemm_trans_a":
+        text = CLEAN.replace(
+            "y = Gemm <transB = 1> (f, WD, BD)",
+            "ft = Transpose <perm = [1, 0]> (f)\n y = Gemm <transA = 1, transB = 1> (ft, WD, BD)",
+        )
+        return parse(text, **WEIGHTS)
     raise KeyError(name)
 
 
@@ -141,6 +147,7 @@ VARIANTS = (
     "flatten_as_shape_arithmetic",
     "matmul_add",
     "gemm_alpha_beta",
+    "gemm_trans_a",
 )
 COMPOSITES = ("epsilon", "epsilon-plus-flat", "epsilon-gamma-box")
 
