@@ -12,7 +12,7 @@ Flatten as Shape/Slice/Concat/Reshape). Each file but the ``_unoptimized`` ones 
 computed by Zennit on its onnx2torch conversion (``tests/onnx_reference.py``): relevance in
 float64 and Zennit's own float32 error ``e32``.
 
-- agreement: onnxlrp's relevance is within ``max(10 * e32, 1e-5)`` of the reference, for every
+- agreement: onnxlrp's relevance is within ``max(6 * e32, 1e-5)`` of the reference, for every
   output (a softmax face probability, a box regression, a per-pixel NHWC mask), and for a region
   seed on the per-pixel output (``Explainer.explain_region``);
 - invariance: the unoptimized file (another graph style of the same network) gives the same
@@ -36,7 +36,7 @@ import onnxlrp
 FIXTURES = Path(__file__).parent / "fixtures" / "converters"
 MODELS = sorted(p.stem for p in FIXTURES.glob("*.onnx") if not p.stem.endswith("_unoptimized"))
 COMPOSITES = ("epsilon", "epsilon-plus-flat")
-FACTOR, FLOOR = 10.0, 1e-5
+FACTOR, FLOOR = 6.0, 1e-5  # keras_se's epsilon case is at 5 e32
 REGION_CHANNEL = 1  # as in tools/make_converter_fixtures.py
 
 

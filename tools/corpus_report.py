@@ -10,9 +10,11 @@ worst relative error of onnxlrp's relevance against its independent reference.
   ``*_unoptimized`` graph styles are compared with their optimized twin's reference.
 
 The error is ``||R - R_ref|| / ||R_ref||`` (float64 reference) for each of the composites epsilon
-and epsilon-plus-flat (the worst output for models with several); ``tol`` is ``max(10 * e32, 1e-5)``
-with ``e32`` Zennit's own float32 error on that model and composite. Compile time: ``compile``
-alone (canonicalisation, planning, building the graph), without the onnxruntime session.
+and epsilon-plus-flat (the worst output for models with several), beside ``e32``, Zennit's own
+float32 error on that model and composite (the scale of float32 noise; the tests allow
+``max(3 * e32, 1e-5)`` on the model zoo, ``max(6 * e32, 1e-5)`` on the converter fixtures).
+Compile time: ``compile`` alone (canonicalisation, planning, building the graph), without the
+onnxruntime session.
 """
 
 from __future__ import annotations
@@ -32,6 +34,10 @@ import onnxlrp  # noqa: E402
 
 COMPOSITES = ("epsilon", "epsilon-plus-flat")
 PROVIDERS = ["CPUExecutionProvider"]
+
+
+# the converter of a fixture whose file names no producer, by the fixture's name prefix
+CONVERTERS = {"jax": "jax2onnx", "paddle": "paddle2onnx", "keras": "tf2onnx"}
 
 
 def _opset(model: onnx.ModelProto) -> int:
@@ -56,8 +62,10 @@ def zoo_rows(only):
             result = explainer.explain(x)
             r64 = reference(torch_model, x, composite, target=result.target)
             r32 = reference(torch_model, x, composite, target=result.target, dtype=np.float32)
-            tol = max(10 * rel_err(r32.relevance, r64.relevance), 1e-5)
-            errors[composite] = (rel_err(result.relevance, r64.relevance), tol)
+            errors[composite] = (
+                rel_err(result.relevance, r64.relevance),
+                rel_err(r32.relevance, r64.relevance),
+            )
         yield {
             "model": name,
             "source": "onnx model zoo (Caffe2), onnx wheel light/ + random weights",
@@ -88,14 +96,15 @@ def converter_rows(only):
             explainer = onnxlrp.Explainer(str(path), composite, output=output, providers=PROVIDERS)
             compile_s.append(explainer.compiled.compile_seconds)
             result = explainer.explain(ref["x"], target=ref[f"target|{output}|{composite}"])
-            err = rel_err(result.relevance, ref[key])
-            tol = max(10 * float(ref[f"e32|{output}|{composite}"]), 1e-5)
-            if err / tol >= errors.get(composite, (0.0, 1.0))[0] / errors.get(composite, (0.0, 1.0))[1]:
-                errors[composite] = (err, tol)  # the worst output (relative to its tolerance)
-        producer = model.producer_name.split(" (")[0] or "jax2onnx"
+            err, e32 = rel_err(result.relevance, ref[key]), float(ref[f"e32|{output}|{composite}"])
+            if composite not in errors or err / max(e32, 1e-6) > errors[composite][0] / max(
+                errors[composite][1], 1e-6
+            ):
+                errors[composite] = (err, e32)  # the worst output, relative to float32 noise
+        producer = model.producer_name.split(" (")[0] or CONVERTERS.get(path.stem.split("_")[0], "unknown")
         yield {
             "model": path.stem,
-            "source": ("jax2onnx" if path.stem.startswith("jax") else producer)
+            "source": producer
             + (" (no optimizers: NHWC Transpose pairs)" if path.stem.endswith("_unoptimized") else ""),
             "opset": _opset(model),
             "nodes": len(model.graph.node),
@@ -118,7 +127,7 @@ def main() -> None:
         import conftest  # noqa: F401  (the torchvision shim before zennit)
 
         rows += list(zoo_rows(args.only))
-    heads = " | ".join(f"{c}: error (tol)" for c in COMPOSITES)
+    heads = " | ".join(f"{c}: error (Zennit f32)" for c in COMPOSITES)
     print(f"| model | source | opset | nodes | compile (s) | {heads} |")
     print("|---|---|---|---|---|" + "---|" * len(COMPOSITES))
     for r in rows:
