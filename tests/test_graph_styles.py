@@ -9,7 +9,9 @@ Gemm with transB=1). Each variant rewrites one aspect as some converter does:
   and as ``Mul``/``Add`` only;
 - a Conv without bias followed by a separate bias ``Add``;
 - Flatten as ``Shape``/``Gather``/``Concat``/``Reshape`` arithmetic;
-- the dense layer as ``MatMul`` + ``Add``, and as ``Gemm`` with transA/alpha/beta;
+- the dense layer as ``MatMul`` + ``Add``, and as ``Gemm`` with alpha/beta or with transA on a
+  transposed input;
+- the Conv's padding as ``auto_pad = SAME_UPPER``;
 - NCHW vs NHWC input with Transposes around every Conv (Keras through tf2onnx without its
   optimizer, onnx2torch round trips): the relevance comes back in NHWC, equal to the NCHW one
   transposed.
@@ -130,6 +132,11 @@ def _variant(name: str) -> onnx.ModelProto:
             "y = Gemm <transB = 1, alpha = 2.0, beta = 0.5> (f, WD2, BD2)",
         )
         return parse(text, **{**WEIGHTS, "WD2": WD / 2, "BD2": BD * 2})
+    if name == "auto_pad":  # tf2onnx writes "same" padding as auto_pad
+        text = CLEAN.replace(
+            "c = Conv <pads = [1, 1, 1, 1]> (x, W1, B1)", 'c = Conv <auto_pad = "SAME_UPPER"> (x, W1, B1)'
+        )
+        return parse(text, **WEIGHTS)
     if name == "gemm_trans_a":
         text = CLEAN.replace(
             "y = Gemm <transB = 1> (f, WD, BD)",
@@ -148,6 +155,7 @@ VARIANTS = (
     "matmul_add",
     "gemm_alpha_beta",
     "gemm_trans_a",
+    "auto_pad",
 )
 COMPOSITES = ("epsilon", "epsilon-plus-flat", "epsilon-gamma-box")
 
@@ -194,3 +202,31 @@ net (float[N, 8, 8, 3] x) => (float[N, 5] y) {
     np.testing.assert_allclose(got.output, expected.output, rtol=1e-5, atol=1e-5)
     assert got.relevance.shape == (2, 8, 8, 3)
     assert rel_err(got.relevance.transpose(0, 3, 1, 2), expected.relevance) < 1e-5
+
+
+@pytest.mark.parametrize("mode", ["SAME_UPPER", "SAME_LOWER"])
+def test_average_pool_auto_pad_equals_explicit_pads(mode):
+    """AveragePool 3x3 stride 2 on 8x8: SAME pads 1 in total per axis, at the end (UPPER) or the
+    beginning (LOWER); the relevance equals that of the explicit pads."""
+    pads = "[0, 0, 1, 1]" if mode == "SAME_UPPER" else "[1, 1, 0, 0]"
+
+    def net(pool: str) -> onnx.ModelProto:
+        text = (
+            HEAD
+            + f"""
+net (float[N, 3, 8, 8] x) => (float[N, 5] y) {{
+    c = Conv <pads = [1, 1, 1, 1]> (x, W1, B1)
+    r = Relu(c)
+    p = AveragePool <kernel_shape = [3, 3], strides = [2, 2], {pool}> (r)
+    f = Flatten(p)
+    y = Gemm <transB = 1> (f, WD, BD)
+}}
+"""
+        )
+        return parse(text, W1=W1, B1=B1, WD=WD, BD=BD)
+
+    for composite in COMPOSITES:
+        expected = _explain(net(f"pads = {pads}"), composite)
+        got = _explain(net(f'auto_pad = "{mode}"'), composite)
+        np.testing.assert_allclose(got.output, expected.output, rtol=1e-6)
+        assert rel_err(got.relevance, expected.relevance) < 1e-6

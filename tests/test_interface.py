@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import onnx
 import onnx.numpy_helper
@@ -62,10 +64,13 @@ def test_compiled_model_is_plain_onnx(tmp_path):
     np.testing.assert_allclose(y, np.exp(logits) / np.exp(logits).sum(1, keepdims=True), rtol=1e-5)
 
 
-def test_softmax_is_stripped_and_said():
-    result = onnxlrp.Explainer(small_cnn(), "epsilon").explain(X)
+@pytest.mark.parametrize("final", ["Softmax", "LogSoftmax"])
+def test_softmax_is_stripped_and_said(final):
+    model = small_cnn()
+    next(n for n in model.graph.node if n.op_type == "Softmax").op_type = final
+    result = onnxlrp.Explainer(model, "epsilon").explain(X)
     assert result.explained == "logits"
-    assert "Softmax" in result.note
+    assert re.fullmatch(rf"explained from the input of the final {final} \('[^']*'\)", result.note)
     np.testing.assert_array_equal(result.target, result.output.argmax(1))
 
 

@@ -288,6 +288,40 @@ def two_stem():
     return _finish(TwoStem(), (2, 3, 12, 12), 11)
 
 
+class RoutingOps(nn.Module):
+    """The ops of common exports that the other zoo models lack: PReLU, Hardsigmoid, Dropout,
+    Identity, split and cat, F.pad, slicing, permute, ``padding="same"``, ReLU6, squeeze,
+    unsqueeze and a ``view`` flatten."""
+
+    def __init__(self):
+        super().__init__()
+        self.b1 = conv_bn(3, 8, act=lambda: nn.PReLU(8))
+        self.b2 = conv_bn(8, 8, groups=8, act=nn.Hardsigmoid)
+        self.drop = nn.Dropout(0.3)
+        self.ident = nn.Identity()
+        self.c3 = nn.Conv2d(8, 8, 3)
+        self.a3 = nn.LeakyReLU(0.1)
+        self.c4 = nn.Conv2d(4, 6, 3, padding="same")
+        self.a4 = nn.ReLU6()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc1 = nn.Linear(6, 12)
+        self.a5 = nn.Tanh()
+        self.fc2 = nn.Linear(12, 10)
+
+    def forward(self, x):
+        x = self.drop(self.ident(self.b2(self.b1(x))))
+        a, b = torch.split(x, 4, dim=1)
+        x = torch.nn.functional.pad(torch.cat([b, a], 1), (1, 1, 2, 0))
+        x = self.a3(self.c3(x[:, :, 1:, :].permute(0, 1, 3, 2)))
+        x = self.pool(self.a4(self.c4(x[:, 2:6]))).squeeze(3).unsqueeze(1)
+        return self.fc2(self.a5(self.fc1(x.view(x.size(0), -1))))
+
+
+def routing_ops():
+    torch.manual_seed(12)
+    return _finish(RoutingOps(), (2, 3, 12, 12), 12)
+
+
 class Conv1dNet(nn.Module):
     def __init__(self):
         super().__init__()
@@ -432,6 +466,7 @@ ZOO: dict[str, Callable[[], tuple[nn.Module, torch.Tensor]]] = {
     "densenet": densenet,
     "dilated": dilated,
     "two_stem": two_stem,
+    "routing_ops": routing_ops,
     "conv1d": conv1d,
     "conv3d": conv3d,
     "convtranspose": convtranspose,

@@ -18,6 +18,24 @@ from onnxlrp.ops.attention import product_unit
 from onnxlrp.ops.base import GraphContext, LinearUnit, Unsupported, constant, register
 
 
+def explicit_pads(attrs, in_spatial, kernel, strides, dilations) -> list[int]:
+    """The pads of a Conv or pool, ``auto_pad`` resolved (SAME on static input sizes)."""
+    auto_pad = attrs.get_string("auto_pad", "NOTSET")
+    if auto_pad == "VALID":
+        return [0] * (2 * len(kernel))
+    if auto_pad not in ("SAME_UPPER", "SAME_LOWER"):
+        return list(attrs.get_ints("pads", [0] * (2 * len(kernel))))
+    if None in in_spatial:
+        raise Unsupported("auto_pad SAME needs static spatial input sizes")
+    begins, ends = [], []
+    for size, k, s, d in zip(in_spatial, kernel, strides, dilations):
+        total = max(0, (math.ceil(size / s) - 1) * s + (k - 1) * d + 1 - size)
+        small, large = total // 2, total - total // 2
+        begins.append(small if auto_pad == "SAME_UPPER" else large)
+        ends.append(large if auto_pad == "SAME_UPPER" else small)
+    return begins + ends
+
+
 def _conv_geometry(node: ir.Node, weight: np.ndarray, in_spatial: list[int | None]) -> dict:
     """Strides, dilations and explicit pads of a Conv (auto_pad resolved on static input sizes)."""
     n = weight.ndim - 2
@@ -25,25 +43,11 @@ def _conv_geometry(node: ir.Node, weight: np.ndarray, in_spatial: list[int | Non
     kernel = list(weight.shape[2:])
     strides = list(attrs.get_ints("strides", [1] * n))
     dilations = list(attrs.get_ints("dilations", [1] * n))
-    pads = list(attrs.get_ints("pads", [0] * (2 * n)))
-    auto_pad = attrs.get_string("auto_pad", "NOTSET")
-    if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
-        if None in in_spatial:
-            raise Unsupported("auto_pad SAME needs static spatial input sizes")
-        begins, ends = [], []
-        for size, k, s, d in zip(in_spatial, kernel, strides, dilations):
-            total = max(0, (math.ceil(size / s) - 1) * s + (k - 1) * d + 1 - size)
-            small, large = total // 2, total - total // 2
-            begins.append(small if auto_pad == "SAME_UPPER" else large)
-            ends.append(large if auto_pad == "SAME_UPPER" else small)
-        pads = begins + ends
-    elif auto_pad == "VALID":
-        pads = [0] * (2 * n)
     return {
         "kernel": kernel,
         "strides": strides,
         "dilations": dilations,
-        "pads": pads,
+        "pads": explicit_pads(attrs, in_spatial, kernel, strides, dilations),
         "group": attrs.get_int("group", 1),
     }
 

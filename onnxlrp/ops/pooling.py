@@ -9,6 +9,7 @@ import onnx_ir as ir
 
 from onnxlrp.builder import Builder, dtype_of, static_shape
 from onnxlrp.ops.base import GraphContext, RoutingUnit, SummationUnit, Unsupported, constant, register
+from onnxlrp.ops.linear import explicit_pads
 
 
 def _valid_counts(size: int, out: int, k: int, s: int, pb: int) -> np.ndarray:
@@ -25,15 +26,13 @@ def average_pool(node: ir.Node, ctx: GraphContext) -> SummationUnit:
     shape, out_shape = static_shape(x), static_shape(y)
     if shape is None or None in shape[1:] or out_shape is None or None in out_shape[1:]:
         raise Unsupported(f"input {x.name!r} needs static non-batch dimensions, got {shape}")
-    if attrs.get_string("auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
-        raise Unsupported("auto_pad SAME is not supported; give explicit pads")
     kernel = list(attrs.get_ints("kernel_shape"))
     n = len(kernel)
     strides = list(attrs.get_ints("strides", [1] * n))
-    pads = list(attrs.get_ints("pads", [0] * (2 * n)))
     if list(attrs.get_ints("dilations", [1] * n)) != [1] * n:
         raise Unsupported("dilated average pooling is not supported")
     spatial, out_spatial = shape[2:], out_shape[2:]
+    pads = explicit_pads(attrs, spatial, kernel, strides, [1] * n)
     for size, out, k, s, pb, pe in zip(spatial, out_spatial, kernel, strides, pads[:n], pads[n:]):
         if (out - 1) * s + k > size + pb + pe:
             raise Unsupported("ceil_mode windows that run past the padded input are not supported")
