@@ -3,6 +3,7 @@
 Rerun (CPU, deterministic, a few seconds), from the repository root::
 
     . .venv/bin/activate
+    pip install -e ".[test,tools]"               # torch and scikit-learn (its bundled digits)
     python tools/make_digits_model.py            # writes into models/
     python tools/make_digits_model.py --out DIR  # writes elsewhere
 
