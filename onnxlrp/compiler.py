@@ -53,8 +53,8 @@ _FINAL_NORMALIZERS = ("Softmax", "LogSoftmax")
 _SHAPE_ONLY = ("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity")
 # routing ops whose every output entry is a copy of an input entry, relevance going back to it
 _COPYING = frozenset(
-    {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Identity", "Dropout", "Concat", "Split"}
-    | {"Slice", "MaxPool", "Pad"}
+    ("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Identity", "Dropout")
+    + ("Concat", "Split", "Slice", "MaxPool", "Pad")
 )
 
 
@@ -197,10 +197,11 @@ def _mark_rectified(the_plan: Plan) -> None:
 
     A value's relevance *vanishes with it* (is 0 wherever the value is 0) when every reader hands
     it such a share: rules proportional to their input (epsilon, z+, gamma, alpha-beta, ...),
-    routing ops that copy entries whose own outputs vanish, and activations with f(0) = 0 whose
-    outputs vanish. A linear or summation unit whose output ``z`` is read by one rectifier only
-    (ReLU, ReLU6) whose output vanishes then gets no relevance where ``z <= 0``. The walk is in
-    reverse order, so that every reader is decided before the value it reads.
+    routing ops that copy entries whose own outputs vanish, and rectifiers (ReLU, ReLU6: 0 exactly
+    where their input is <= 0) passing relevance or the gradient, whose outputs vanish. A linear or
+    summation unit whose output ``z`` is read by such a rectifier only then gets no relevance where
+    ``z <= 0``. The walk is in reverse order, so that every reader is decided before the value it
+    reads.
     """
     readers: dict[ir.Value, list[PlannedUnit]] = {}
     for planned in the_plan.units:
@@ -224,9 +225,9 @@ def _mark_rectified(the_plan: Plan) -> None:
                 vanishing.add(z)
         if unit.kind not in ("linear", "summation") or unit.output is the_plan.explained:
             continue
-        (reader, *others) = readers.get(unit.output, [None])
-        if reader is not None and not others and keeps_zeros(reader) and reader.unit.kind == "elementwise":
-            unit.rectifier = reader.unit.node
+        only = readers.get(unit.output, [])
+        if len(only) == 1 and only[0].unit.kind == "elementwise" and keeps_zeros(only[0]):
+            unit.rectifier = only[0].unit.node
 
 
 @dataclass

@@ -352,10 +352,8 @@ class Gamma(Rule):
             zn = stabilize(b, b.op("Sub", b.op("Mul", z, b.const(1.0 + g, dt)), gq), eps)
             gp, gn = _branches(b, z, relevance, zp, zn)
             both, split = b.op("Add", gp, gn), b.op("Sub", gp, gn)
-        both = unit.transposed(b, both, ((1.0 + g / 2) * w).astype(w.dtype))
-        return b.op(
-            "Add", b.op("Mul", unit.x, both), b.op("Mul", magnitude, unit.transposed(b, split, half_w))
-        )
+        signed = b.op("Mul", unit.x, unit.transposed(b, both, ((1.0 + g / 2) * w).astype(w.dtype)))
+        return b.op("Add", signed, b.op("Mul", magnitude, unit.transposed(b, split, half_w)))
 
 
 def _branches(
