@@ -105,6 +105,29 @@ class Result:
     position: np.ndarray | None = None
 
 
+_Request = tuple[list[str], np.ndarray | None, int | None]  # output names, positions, length
+
+
+@dataclass(frozen=True)
+class _OnDevice:
+    """An input given as an ``ort.OrtValue`` (possibly in GPU memory), seen through the array
+    attributes that the input checks read; its data stays where it is."""
+
+    value: ort.OrtValue
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.value.shape())
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(_NUMPY_TYPES.get(self.value.data_type(), object))
+
+
 @dataclass
 class _InputSpec:
     name: str
@@ -158,7 +181,7 @@ class Explainer:
         dim = self.output_shape[axis] if len(self.output_shape) > 1 else None
         return dim if isinstance(dim, int) else None
 
-    def _feeds(self, inputs) -> dict[str, np.ndarray]:
+    def _feeds(self, inputs) -> dict[str, np.ndarray | _OnDevice]:
         if not isinstance(inputs, dict):
             if len(self.inputs) != 1:
                 names = ", ".join(i.name for i in self.inputs)
@@ -177,7 +200,8 @@ class Explainer:
         for spec in self.inputs:
             if spec.name not in inputs:
                 raise InputError(f"missing input {spec.name!r} (expected shape {spec.shape})")
-            array = np.asarray(inputs[spec.name])
+            given = inputs[spec.name]
+            array = _OnDevice(given) if isinstance(given, ort.OrtValue) else np.asarray(given)
             if array.dtype != spec.dtype:
                 raise InputError(
                     f"input {spec.name!r}: expected dtype {np.dtype(spec.dtype).name}, got {array.dtype.name}"
@@ -212,7 +236,7 @@ class Explainer:
     def _check_tokens(self, feeds: dict[str, np.ndarray]) -> None:
         """Token ids must index the embedding table: 0 <= id < vocabulary size."""
         for name, size in self.compiled.token_inputs.items():
-            ids = feeds[name]
+            ids = feeds[name].value.numpy() if isinstance(feeds[name], _OnDevice) else feeds[name]
             bad = ids[(ids < 0) | (ids >= size)]
             if bad.size:
                 raise InputError(
@@ -297,6 +321,57 @@ class Explainer:
         (an int or one per sample, negative from the end; default -1, the last: the next token).
         """
         feeds = self._feeds(inputs)
+        names, positions, length = self._request(feeds, target, seed, position)
+        feeds = {name: v.value if isinstance(v, _OnDevice) else v for name, v in feeds.items()}
+        values = dict(zip(names, self.session.run(names, feeds)))
+        if positions is not None and length is None:  # checked now that the output's length is known
+            self._positions(position, len(positions), values[self.compiled.explained].shape[1])
+        relevance = {name: values[out] for name, out in self.compiled.relevance_outputs.items()}
+        as_dict = isinstance(inputs, dict) or len(relevance) != 1
+        return Result(
+            relevance=relevance if as_dict else next(iter(relevance.values())),
+            output=values[self.compiled.explained],
+            target=values[TARGET_OUTPUT],
+            explained=self.compiled.explained,
+            note=self.compiled.explained_note,
+            layers={name: values[out] for name, out in self.compiled.layer_outputs.items()},
+            position=values.get(POSITION_OUTPUT),
+        )
+
+    def explain_on_device(
+        self, inputs, target=None, seed=None, position=None, device_id: int = 0
+    ) -> dict[str, ort.OrtValue]:
+        """``explain`` with onnxruntime's I/O binding, for inputs that live on the device.
+
+        ``inputs`` are ``ort.OrtValue`` s (one, or a dict by input name), e.g.
+        ``ort.OrtValue.ortvalue_from_numpy(x, "cuda", 0)``: they are read where they are, and the
+        results stay on the same device (``device_id``), so a loop over a dataset copies nothing
+        big between host and GPU. Returns OrtValues by output name: the explained output,
+        ``lrp_target_used`` (and ``lrp_position_used``), ``relevance:<input>`` and, with
+        ``layers=True``, every layer's; ``.numpy()`` copies one to the host. ``target``, ``seed``
+        and ``position`` are as for ``explain`` (host arrays; they are small).
+        """
+        feeds = self._feeds(inputs)
+        on_device = [v.value for v in feeds.values() if isinstance(v, _OnDevice)]
+        if not on_device:
+            raise InputError("explain_on_device takes onnxruntime OrtValues; use explain for numpy arrays")
+        device = on_device[0].device_name().lower()
+        names, _, _ = self._request(feeds, target, seed, position)
+        binding = self.session.io_binding()
+        for name, value in feeds.items():
+            if isinstance(value, _OnDevice):
+                binding.bind_ortvalue_input(name, value.value)
+            else:  # the target, seed and position arrays, and inputs given on the host
+                array = np.ascontiguousarray(value)
+                binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(array, device, device_id))
+        for name in names:
+            binding.bind_output(name, device, device_id)
+        self.session.run_with_iobinding(binding)
+        return dict(zip(names, binding.get_outputs()))
+
+    def _request(self, feeds: dict, target, seed, position) -> _Request:
+        """Add the target, seed (and position) inputs to ``feeds``; return the output names to
+        fetch, the positions (None for outputs without) and the sequence length if known."""
         batch = next(iter(feeds.values())).shape[0]
         if seed is not None and target is not None:
             raise InputError("give either target or seed, not both")
@@ -311,20 +386,7 @@ class Explainer:
             feeds[POSITION_INPUT] = positions
             names.append(POSITION_OUTPUT)
         names += [*self.compiled.relevance_outputs.values(), *self.compiled.layer_outputs.values()]
-        values = dict(zip(names, self.session.run(names, feeds)))
-        if positions is not None and length is None:  # checked now that the output's length is known
-            self._positions(position, batch, values[self.compiled.explained].shape[1])
-        relevance = {name: values[out] for name, out in self.compiled.relevance_outputs.items()}
-        as_dict = isinstance(inputs, dict) or len(relevance) != 1
-        return Result(
-            relevance=relevance if as_dict else next(iter(relevance.values())),
-            output=values[self.compiled.explained],
-            target=values[TARGET_OUTPUT],
-            explained=self.compiled.explained,
-            note=self.compiled.explained_note,
-            layers={name: values[out] for name, out in self.compiled.layer_outputs.items()},
-            position=values.get(POSITION_OUTPUT),
-        )
+        return names, positions, length
 
     def explain_region(self, inputs, channel: int, mask=None, axis: int = 1) -> Result:
         """Explain "these pixels of this channel" of a per-pixel output (segmentation, text or
