@@ -367,6 +367,7 @@ class Explainer:
         for name in names:
             binding.bind_output(name, device, device_id)
         self.session.run_with_iobinding(binding)
+        binding.synchronize_outputs()
         return dict(zip(names, binding.get_outputs()))
 
     def _request(self, feeds: dict, target, seed, position) -> _Request:

@@ -21,7 +21,8 @@ forward pass measured on its own.
 
 Thread count: ``--threads`` (default 2) is used by every engine, ``torch.set_num_threads`` and
 onnxruntime's ``intra_op_num_threads`` alike. With ``--device cuda`` onnxruntime runs on its CUDA
-provider with I/O binding (input, target, seed and every output on the device) and torch on cuda.
+provider with I/O binding (the input copied to the device once, every output left there; onnxlrp
+through ``Explainer.explain_on_device``) and torch on cuda.
 
 ::
 
@@ -123,10 +124,14 @@ def gpu_process_memory() -> int | None:
 # workers: one measurement each, in a fresh process
 
 
+def _require_cuda(session) -> None:
+    if "CUDAExecutionProvider" not in session.get_providers():
+        raise RuntimeError(f"onnxruntime's CUDA provider is not available: {session.get_providers()}")
+
+
 def _setup_engine(job: dict):
     """Build what ``job`` measures; return ``(call, extra)`` where ``call()`` runs it once."""
     sys.path.insert(0, str(HERE))
-    import numpy as np
 
     engine, threads, device = job["engine"], job["threads"], job["device"]
     batch, path = job["batch"], job["path"]
@@ -138,17 +143,8 @@ def _setup_engine(job: dict):
         x = make_input(batch, seed=2).numpy()
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda" else None
         providers = providers or ["CPUExecutionProvider"]
-        if engine == "ort":
-            options = ort.SessionOptions()
-            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            options.intra_op_num_threads = threads
-            options.log_severity_level = 3
-            session = ort.InferenceSession(path, options, providers=providers)
-            feeds = {session.get_inputs()[0].name: x}
-            outputs = [o.name for o in session.get_outputs()]
-        else:
+        if engine == "lrp":
             import onnxlrp
-            from onnxlrp.compiler import SEED_INPUT, TARGET_INPUT, TARGET_OUTPUT
 
             params = BOX if job["composite"] == "epsilon-gamma-box" else {}
             start = time.perf_counter()
@@ -157,26 +153,25 @@ def _setup_engine(job: dict):
             )
             extra["compile_s"] = time.perf_counter() - start
             extra["compiled_nodes"] = len(explainer.compiled.model.graph.node)
-            session = explainer.session
             if device != "cuda":
                 return (lambda: explainer.explain(x)), extra
-            out_shape = [batch] + list(explainer.output_shape[1:])
-            feeds = {
-                explainer.input_name: x,
-                TARGET_INPUT: np.full(batch, -1, dtype=np.int64),
-                SEED_INPUT: np.zeros(out_shape, dtype=explainer.output_dtype),
-            }
-            compiled = explainer.compiled
-            outputs = [compiled.explained, TARGET_OUTPUT, *compiled.relevance_outputs.values()]
+            _require_cuda(explainer.session)
+            x_on_device = ort.OrtValue.ortvalue_from_numpy(x, "cuda", 0)  # copied once, as in a loop
+            return (lambda: explainer.explain_on_device(x_on_device)), extra
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = threads
+        options.log_severity_level = 3
+        session = ort.InferenceSession(path, options, providers=providers)
+        feeds = {session.get_inputs()[0].name: x}
         if device != "cuda":
-            return (lambda: session.run(outputs, feeds)), extra
-        if "CUDAExecutionProvider" not in session.get_providers():
-            raise RuntimeError(f"onnxruntime's CUDA provider is not available: {session.get_providers()}")
-        binding = session.io_binding()  # inputs copied to the device once, outputs left there
-        for name, array in feeds.items():
-            binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(array, "cuda", 0))
-        for name in outputs:
-            binding.bind_output(name, "cuda", 0)
+            return (lambda: session.run(None, feeds)), extra
+        _require_cuda(session)
+        binding = session.io_binding()  # the input copied to the device once, the outputs left there
+        x_on_device = ort.OrtValue.ortvalue_from_numpy(x, "cuda", 0)
+        binding.bind_ortvalue_input(session.get_inputs()[0].name, x_on_device)
+        for output in session.get_outputs():
+            binding.bind_output(output.name, "cuda", 0)
 
         def run_bound():
             session.run_with_iobinding(binding)  # synchronous: returns when the device is done
