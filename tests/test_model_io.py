@@ -127,3 +127,22 @@ def test_several_outputs_and_a_region_of_a_per_pixel_output():
         region_seed(result.output, 2, np.ones((3, 3)))
     with pytest.raises(InputError, match="channel"):
         region_seed(result.output, 4)
+
+
+def test_incomplete_shape_inference_writes_no_file(tmp_path, monkeypatch):
+    """onnxruntime's symbolic shape tool saves the model into the current directory when its
+    inference is incomplete; onnxlrp runs its steps without that save and keeps the model as it is."""
+    from onnxlrp.graph.shapes import infer_symbolic_shapes
+
+    model = onnx.parser.parse_model(
+        """
+        <ir_version: 8, opset_import: ["" : 17, "com.example" : 1]>
+        g (float[N, 4] x) => (float[N, 4] y) {
+            h = com.example.Mystery(x)
+            y = Relu(h)
+        }
+        """
+    )
+    monkeypatch.chdir(tmp_path)
+    assert infer_symbolic_shapes(model) is model
+    assert list(tmp_path.iterdir()) == []

@@ -15,7 +15,13 @@ import onnx
 
 
 def infer_symbolic_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
-    """``model`` with symbolic shapes inferred where onnxruntime's tool can; else ``model``."""
+    """``model`` with symbolic shapes inferred where onnxruntime's tool can; else ``model``.
+
+    The tool's own ``SymbolicShapeInference.infer_shapes`` is not called: where its inference is
+    incomplete it saves the whole model (its weights as external data) as
+    ``sym_shape_infer_temp.onnx`` in the current directory before it raises. Its steps are run
+    here instead, the same ones without that save.
+    """
     try:
         from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
     except Exception:  # sympy missing, or an onnxruntime build without the tool
@@ -24,11 +30,21 @@ def infer_symbolic_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
     level = logger.level
     logger.setLevel(logging.ERROR)
     try:
-        inferred = SymbolicShapeInference.infer_shapes(model, auto_merge=True)
+        inference = SymbolicShapeInference(
+            int_max=2**31 - 1, auto_merge=True, guess_output_rank=False, verbose=0
+        )
+        inference._preprocess(model)
+        complete = False
+        while inference.run_:
+            complete = inference._infer_impl()
+        inference._update_output_from_vi()
     except Exception:
         return model
     finally:
         logger.setLevel(level)
+    if not complete:
+        return model
+    inferred = inference.out_mp_
     # the model's interface keeps its own shapes (the tool names unnamed dimensions "unk__0", ...)
     for new, old in ((inferred.graph.input, model.graph.input), (inferred.graph.output, model.graph.output)):
         originals = {v.name: v for v in old}
