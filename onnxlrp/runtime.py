@@ -356,7 +356,7 @@ class Explainer:
         if not on_device:
             raise InputError("explain_on_device takes onnxruntime OrtValues; use explain for numpy arrays")
         device = on_device[0].device_name().lower()
-        names, _, _ = self._request(feeds, target, seed, position)
+        names, positions, length = self._request(feeds, target, seed, position)
         binding = self.session.io_binding()
         for name, value in feeds.items():
             if isinstance(value, _OnDevice):
@@ -368,7 +368,10 @@ class Explainer:
             binding.bind_output(name, device, device_id)
         self.session.run_with_iobinding(binding)
         binding.synchronize_outputs()
-        return dict(zip(names, binding.get_outputs()))
+        outputs = dict(zip(names, binding.get_outputs()))
+        if positions is not None and length is None:  # as in explain
+            self._positions(position, len(positions), outputs[self.compiled.explained].shape()[1])
+        return outputs
 
     def _request(self, feeds: dict, target, seed, position) -> _Request:
         """Add the target, seed (and position) inputs to ``feeds``; return the output names to

@@ -98,6 +98,20 @@ def test_agrees_with_lxt(exported, references, name, kind, composite):
     assert set(result.relevance) == {zoo.input_names(name, kind)[0]}  # masks are not explained
 
 
+def test_language_model_on_device_agrees_with_lxt(exported, references):
+    """``explain_on_device`` (I/O binding, here on the CPU device) with the ids and the mask as
+    OrtValues: GPT-2's per-token relevance at the last position, against LXT."""
+    import onnxruntime as ort
+
+    ref = references["attnlrp"]
+    ex = explainer(exported, "gpt2", "ids", "attnlrp")
+    inputs = {k: ort.OrtValue.ortvalue_from_numpy(v) for k, v in feeds(exported, "gpt2", "ids").items()}
+    out = ex.explain_on_device(inputs, target=ref["gpt2/target"])
+    relevance, expected = out["relevance:input_ids"].numpy(), ref["gpt2/relevance"].sum(-1)
+    assert np.linalg.norm(relevance - expected) / np.linalg.norm(expected) <= TOLERANCE
+    np.testing.assert_array_equal(out["lrp_position_used"].numpy(), [zoo.SEQ - 1] * zoo.BATCH)
+
+
 @pytest.mark.parametrize("name", ["bert", "llama"])
 def test_sdpa_export_agrees_with_lxt(exported, references, tmp_path, name):
     """The default attention (``scaled_dot_product_attention``, exported as MatMul/Softmax with
