@@ -66,11 +66,11 @@ def rectified(b: Builder, unit) -> ir.Value:
 
 def stabilize_output(b: Builder, unit, epsilon: float) -> ir.Value:
     """``stabilize(z)`` of the unit's output. For a rectified unit ``relu(z) + epsilon``: the same
-    where ``z >= 0``, and where ``z < 0`` the relevance it divides is 0 either way; one op
-    instead of three, and ``z`` keeps the ReLU as its only reader (onnxruntime fuses the two)."""
+    where ``z >= 0``, and where ``z < 0`` the relevance it divides is 0 either way; one op instead
+    of four, and ``z`` keeps the ReLU as its only reader (onnxruntime fuses the two)."""
     if unit.rectifier is None:
         return stabilize(b, unit.output, epsilon)
-    return b.op("Add", rectified(b, unit), b.const(epsilon, dtype_of(unit.output)))
+    return stabilize_nonnegative(b, rectified(b, unit), epsilon)
 
 
 def _cast(array: np.ndarray | None, dtype: np.dtype) -> np.ndarray | None:

@@ -218,7 +218,7 @@ class Explainer:
         self._check_tokens(feeds)
         return feeds
 
-    def _check_dims(self, feeds: dict[str, np.ndarray]) -> None:
+    def _check_dims(self, feeds: dict[str, np.ndarray | _OnDevice]) -> None:
         """Inputs that share a named dimension (``sequence``) must agree on its size."""
         seen: dict[str, tuple[str, int]] = {}
         for spec in self.inputs:
@@ -233,7 +233,7 @@ class Explainer:
                     )
                 seen.setdefault(dim, (spec.name, size))
 
-    def _check_tokens(self, feeds: dict[str, np.ndarray]) -> None:
+    def _check_tokens(self, feeds: dict[str, np.ndarray | _OnDevice]) -> None:
         """Token ids must index the embedding table: 0 <= id < vocabulary size."""
         for name, size in self.compiled.token_inputs.items():
             ids = feeds[name].value.numpy() if isinstance(feeds[name], _OnDevice) else feeds[name]
@@ -302,7 +302,7 @@ class Explainer:
             )
         return seed
 
-    def _length(self, feeds: dict[str, np.ndarray]) -> int | None:
+    def _length(self, feeds: dict[str, np.ndarray | _OnDevice]) -> int | None:
         """The run-time size of the explained output's position axis, from an input sharing its name."""
         dim = self.output_shape[1] if len(self.output_shape) > 1 else None
         for spec in self.inputs:
