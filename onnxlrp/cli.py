@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from onnxlrp.errors import OnnxLrpError
+from onnxlrp.graph.precision import PRECISIONS
 from onnxlrp.io import IMAGE_SUFFIXES, load_input  # noqa: F401  (re-exported)
 
 PROG = "onnxlrp"
@@ -71,6 +72,11 @@ def _add_rule_options(parser: argparse.ArgumentParser, text_default: str | None 
         DEFAULT_COMPOSITE if text_default is None else f"{DEFAULT_COMPOSITE}; {text_default} with --text"
     )
     parser.add_argument("--composite", default=default, metavar="NAME", help=_composite_help(described))
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        help="float16 computes in float16, for GPUs (inputs and relevance stay float32; default: float32)",
+    )
     group = parser.add_argument_group("rule parameters (passed only when given)")
     group.add_argument("--epsilon", type=float, help="epsilon of the epsilon rule")
     group.add_argument("--gamma", type=float, help="gamma of the gamma rule")
@@ -82,7 +88,8 @@ def _add_rule_options(parser: argparse.ArgumentParser, text_default: str | None 
 
 
 def _rule_params(args: argparse.Namespace) -> dict[str, Any]:
-    names = ("epsilon", "gamma", "stabilizer", "low", "high")
+    """The keyword arguments given for ``compile``/``Explainer``: rule parameters and precision."""
+    names = ("epsilon", "gamma", "stabilizer", "low", "high", "precision")
     return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
 
 
@@ -237,7 +244,10 @@ def cmd_explain(args: argparse.Namespace) -> int:
     logits = np.asarray(result.output).reshape(n, -1)
     targets = np.asarray(result.target).reshape(n, -1)[:, 0]
     sums = relevance.reshape(n, -1).astype(np.float64).sum(axis=1)
-    print(f"model {args.model}, composite {args.composite}, providers {', '.join(explainer.providers)}")
+    print(
+        f"model {args.model}, composite {args.composite}, {explainer.compiled.precision}, "
+        f"providers {', '.join(explainer.providers)}"
+    )
     print(f"input {args.input}: {explainer.input_name} {list(x.shape)} {x.dtype}")
     if getattr(result, "note", None):
         print(f"note: {result.note}")

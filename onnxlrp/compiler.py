@@ -39,6 +39,7 @@ from onnxlrp.embeddings import token_embeddings, vocabulary_size
 from onnxlrp.errors import InputError, UnsupportedModelError
 from onnxlrp.graph import canonicalize, load_model
 from onnxlrp.graph.load import ModelSource, model_label, save_model
+from onnxlrp.graph.precision import check_precision, to_float16
 from onnxlrp.ops import fusion
 from onnxlrp.rules import Gradient, Pass, Rule
 
@@ -48,9 +49,12 @@ TARGET_OUTPUT = "lrp_target_used"
 POSITION_INPUT = "lrp_position"
 POSITION_OUTPUT = "lrp_position_used"
 RELEVANCE_PREFIX = "relevance:"
+MAX_SEED_OCTAVES = 8  # the float16 mode scales its output relevance by at most 2**8 (_scale_seed)
 _LINEAR = frozenset({"Convolution", "Dense"})
 _FINAL_NORMALIZERS = ("Softmax", "LogSoftmax")
-_SHAPE_ONLY = ("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity")
+# ops between a final Softmax and the output: the opset converter's Reshape(Softmax(Flatten(x)))
+# for opset-9 Softmax, and the float16 mode's Cast back to float32
+_AFTER_NORMALIZER = ("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Cast")
 # routing ops whose every output entry is a copy of an input entry, relevance going back to it
 _COPYING = frozenset(
     ("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Identity", "Dropout")
@@ -112,8 +116,8 @@ def _pick_output(graph: ir.Graph, output: str | None, label: str) -> ir.Value:
 def _strip_normalizer(value: ir.Value) -> tuple[ir.Value, str | None]:
     """The input of a final Softmax/LogSoftmax (the logits), and a note saying what was stripped."""
     producer = value.producer()
-    while producer is not None and producer.op_type in _SHAPE_ONLY:  # opset-9 Softmax upgraded to
-        producer = producer.inputs[0].producer()  # Reshape(Softmax(Flatten(x))) by the converter
+    while producer is not None and producer.op_type in _AFTER_NORMALIZER:
+        producer = producer.inputs[0].producer()
     if producer is not None and producer.op_type in _FINAL_NORMALIZERS:
         return producer.inputs[
             0
@@ -138,12 +142,16 @@ def plan(
     composite: str | Composite = "epsilon-plus-flat",
     *,
     output: str | None = None,
+    precision: str = "float32",
     **params,
 ) -> Plan:
     """Canonicalise ``model`` and decide each unit's rule, without building anything."""
     composite = get_composite(composite, **params)
+    check_precision(precision)
     label = model_label(model)
     ir_model = canonicalize(load_model(model), label)
+    if precision == "float16":
+        ir_model = to_float16(ir_model)
     graph = ir_model.graph
     chosen = _pick_output(graph, output, label)
     explained, stripped = _strip_normalizer(chosen)
@@ -244,6 +252,7 @@ class CompiledModel:
     compile_seconds: float
     token_inputs: dict[str, int] = field(default_factory=dict)  # id input -> vocabulary size
     positions: bool = False  # the explained output is (batch, position, class): see POSITION_INPUT
+    precision: str = "float32"
 
     def save(self, path: str | Path) -> Path:
         """Write the compiled model to ``path``: one self-contained file, or for models over 2 GB
@@ -325,8 +334,34 @@ def _propagate(b: Builder, planned: PlannedUnit, relevances: list[ir.Value | Non
     return getattr(rule, unit.kind)(b, unit, relevance)  # product, softmax, normalization: a list
 
 
-def _name_output(b: Builder, graph: ir.Graph, value: ir.Value, name: str, like: ir.Value) -> None:
-    """Add ``value`` as graph output ``name``, shaped like ``like``."""
+def _scale_seed(b: Builder, relevance: ir.Value) -> tuple[ir.Value, ir.Value]:
+    """The output relevance times a power of two ``S`` (a float32 scalar), and ``S``.
+
+    For the float16 mode, where small output relevance (small logits) would leave the relevance
+    of the inputs below float16's smallest numbers (6e-8): ``S`` brings the batch's largest output
+    relevance up to about 1, by at most ``2**MAX_SEED_OCTAVES`` (the ratios of relevance to
+    activation, ``R / z``, grow by ``S`` too and must stay below float16's largest number). Every
+    rule is linear in the relevance, and the relevance outputs are divided by ``S`` again in
+    float32, exactly, as ``S`` is a power of two.
+    """
+    f32 = np.float32
+    wide = b.op("Cast", relevance, to=ir.DataType.FLOAT)
+    largest = b.op("Max", b.op("ReduceMax", b.op("Abs", wide), keepdims=0), b.const(2.0**-60, f32))
+    octaves = b.op("Floor", b.op("Div", b.op("Neg", b.op("Log", largest)), b.const(np.log(2.0), f32)))
+    octaves = b.op("Clip", octaves, b.const(0.0, f32), b.const(float(MAX_SEED_OCTAVES), f32))
+    scale = b.op("Pow", b.const(2.0, f32), octaves)
+    return b.op("Cast", b.op("Mul", wide, scale), to=relevance.dtype), scale
+
+
+def _name_output(
+    b: Builder, graph: ir.Graph, value: ir.Value, name: str, like: ir.Value, scale: ir.Value | None = None
+) -> None:
+    """Add ``value`` as graph output ``name``, shaped like ``like``; with a seed ``scale``, the
+    relevance ``value`` is divided by it in float32 (see ``_scale_seed``)."""
+    if scale is not None:
+        if value.dtype != ir.DataType.FLOAT:
+            value = b.op("Cast", value, to=ir.DataType.FLOAT)
+        value = b.op("Div", value, scale)
     named = b.op("Identity", value)
     named.name = name
     named.shape = like.shape
@@ -351,6 +386,7 @@ def compile(
     *,
     output: str | None = None,
     layers: bool = False,
+    precision: str = "float32",
     **params,
 ) -> CompiledModel:
     """Compile ``model`` into one ONNX model computing its outputs and their LRP relevance.
@@ -358,11 +394,12 @@ def compile(
     ``composite`` is a name (see ``onnxlrp.composites.COMPOSITES``) or a ``Composite``; ``params``
     are its rule parameters (``epsilon``, ``gamma``, ``low``, ``high``, ``stabilizer``).
     ``output`` picks the explained output (default: the first); ``layers=True`` adds the relevance
-    of every intermediate tensor as outputs.
+    of every intermediate tensor as outputs. ``precision="float16"`` computes in float16 (see
+    ``onnxlrp.graph.precision``), the inputs, outputs and relevance staying float32.
     """
     start = time.perf_counter()
     composite_obj = get_composite(composite, **params)
-    the_plan = plan(model, composite_obj, output=output)
+    the_plan = plan(model, composite_obj, output=output, precision=precision)
     if the_plan.problems:
         raise UnsupportedModelError(the_plan.label, the_plan.problems)
     graph = the_plan.model.graph
@@ -370,6 +407,9 @@ def compile(
     model_inputs = [v for v in graph.inputs]
     originals = {v.name for v in graph.outputs}
     relevance, used, *position = _output_relevance(b, the_plan.explained, graph)
+    scale = None
+    if precision == "float16":
+        relevance, scale = _scale_seed(b, relevance)
     arrived: dict[ir.Value, list[ir.Value]] = {the_plan.explained: [relevance]}
     for planned in reversed(the_plan.units):
         unit = planned.unit
@@ -404,7 +444,7 @@ def compile(
         parts = arrived.get(x)
         r = b.sum(parts) if parts else b.op("Mul", x, b.const(0.0, x.dtype.numpy()))
         relevance_outputs[x.name] = relevance_output(x.name)
-        _name_output(b, graph, r, relevance_output(x.name), like=x)
+        _name_output(b, graph, r, relevance_output(x.name), like=x, scale=scale)
     token_inputs = {}
     for x in model_inputs:  # id inputs: the relevance of their embeddings, summed over the hidden size
         lookups = [v for v, source in the_plan.tokens.items() if source is x]
@@ -422,7 +462,7 @@ def compile(
         r = b.sum(per_token) if per_token else zeros
         relevance_outputs[x.name] = relevance_output(x.name)
         token_inputs[x.name] = min(vocabulary_size(v) for v in lookups)
-        _name_output(b, graph, r, relevance_output(x.name), like=x)
+        _name_output(b, graph, r, relevance_output(x.name), like=x, scale=scale)
     b.scope = ""
     layer_outputs = {}
     if layers:
@@ -430,7 +470,7 @@ def compile(
             if value in model_inputs or len(parts) != 1:
                 continue
             layer_outputs[value.name] = relevance_output(value.name)
-            _name_output(b, graph, parts[0], relevance_output(value.name), like=value)
+            _name_output(b, graph, parts[0], relevance_output(value.name), like=value, scale=scale)
     return CompiledModel(
         model=_to_proto(the_plan.model),
         composite=composite_obj.name,
@@ -442,6 +482,7 @@ def compile(
         compile_seconds=time.perf_counter() - start,
         token_inputs=token_inputs,
         positions=bool(position),
+        precision=precision,
     )
 
 

@@ -140,7 +140,8 @@ class Explainer:
 
     ``providers`` overrides onnxruntime's execution providers (default: CUDA if it works, else
     CPU); ``providers`` on the instance tells which are in use. ``threads`` sets onnxruntime's
-    intra-op thread count. Other keyword arguments are rule parameters of the composite.
+    intra-op thread count. ``precision="float16"`` computes in float16 (for GPUs; inputs and
+    relevance stay float32). Other keyword arguments are rule parameters of the composite.
     """
 
     def __init__(
@@ -152,9 +153,10 @@ class Explainer:
         layers: bool = False,
         providers: Sequence[str] | None = None,
         threads: int | None = None,
+        precision: str = "float32",
         **params,
     ):
-        self.compiled = compile(model, composite, output=output, layers=layers, **params)
+        self.compiled = compile(model, composite, output=output, layers=layers, precision=precision, **params)
         self.session = make_session(self.compiled, providers, threads)
         self.providers: list[str] = self.session.get_providers()
         extra = {TARGET_INPUT, SEED_INPUT, POSITION_INPUT}

@@ -22,7 +22,8 @@ forward pass measured on its own.
 Thread count: ``--threads`` (default 2) is used by every engine, ``torch.set_num_threads`` and
 onnxruntime's ``intra_op_num_threads`` alike. With ``--device cuda`` onnxruntime runs on its CUDA
 provider with I/O binding (the input copied to the device once, every output left there; onnxlrp
-through ``Explainer.explain_on_device``) and torch on cuda.
+through ``Explainer.explain_on_device``) and torch on cuda. ``--precision float16`` runs onnxlrp in
+its float16 mode (for GPUs; on the CPU onnxruntime runs many float16 ops in float32 behind casts).
 
 ::
 
@@ -149,7 +150,12 @@ def _setup_engine(job: dict):
             params = BOX if job["composite"] == "epsilon-gamma-box" else {}
             start = time.perf_counter()
             explainer = onnxlrp.Explainer(
-                path, composite=job["composite"], threads=threads, providers=providers, **params
+                path,
+                composite=job["composite"],
+                threads=threads,
+                providers=providers,
+                precision=job.get("precision", "float32"),
+                **params,
             )
             extra["compile_s"] = time.perf_counter() - start
             extra["compiled_nodes"] = len(explainer.compiled.model.graph.node)
@@ -485,6 +491,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--threads", type=int, default=2, help="threads for every engine (default 2)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument(
+        "--precision",
+        choices=("float32", "float16"),
+        default="float32",
+        help="onnxlrp's precision (the forward passes and Zennit stay float32)",
+    )
     parser.add_argument("--workdir", default=str(ROOT / "out" / "bench"), help="exported models go here")
     parser.add_argument("--json", help="also write the raw results here")
     parser.add_argument("--timeout", type=float, default=3600.0, help="per measurement, in seconds")
@@ -519,6 +531,7 @@ def main(argv: list[str] | None = None) -> int:
                 "device": args.device,
                 "repeat": args.repeat,
                 "budget": args.budget,
+                "precision": args.precision,
             }
             forward = {}
             for engine in ("ort", "torch"):
@@ -538,7 +551,8 @@ def main(argv: list[str] | None = None) -> int:
                 if args.json:  # after every row, so that a stopped run keeps what it measured
                     Path(args.json).write_text(json.dumps(rows, indent=1))
     print(
-        f"\n{args.device}, {args.threads} threads, best of {args.repeat} after one warm-up call "
+        f"\n{args.device}, {args.threads} threads, onnxlrp in {args.precision}, best of {args.repeat} "
+        "after one warm-up call "
         f"({time.perf_counter() - started:.0f} s in all)\n"
     )
     print(table(rows, args.device))

@@ -137,10 +137,14 @@ def max_pool(node: ir.Node, ctx: GraphContext) -> RoutingUnit:
                 1
             ]
         flat = b.int64([-1])
+        dtype = dtype_of(x)
+        wide = dtype.itemsize < 4  # onnxruntime's CPU ScatterElements cannot add float16: use float32
+        if wide:
+            relevance = b.op("Cast", relevance, to=ir.DataType.FLOAT)
         zeros = b.op(
             "ConstantOfShape",
             b.op("Reshape", b.op("Size", x), flat),
-            value=ir.tensor(np.zeros(1, dtype=dtype_of(x))),
+            value=ir.tensor(np.zeros(1, dtype=np.float32 if wide else dtype)),
         )
         scattered = b.op(
             "ScatterElements",
@@ -150,6 +154,8 @@ def max_pool(node: ir.Node, ctx: GraphContext) -> RoutingUnit:
             axis=0,
             reduction="add",
         )
+        if wide:
+            scattered = b.op("Cast", scattered, to=x.dtype)
         return [b.op("Reshape", scattered, b.shape(x))]
 
     return RoutingUnit([node], [x], [y], backward)

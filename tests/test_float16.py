@@ -1,0 +1,118 @@
+"""The float16 mode (``precision="float16"``) against Zennit 0.5.1 in float64.
+
+The compiled float16 graphs run in ONNX's reference evaluator, which computes every op in
+float16 as numpy does, as a GPU would (onnxruntime's CPU provider runs many float16 ops in
+float32 behind casts of its own, which would hide float16's rounding and range).
+
+Stated tolerance, relative L2 error: at most ``TOLERANCE`` (2e-2) in every case, and a median
+at most ``MEDIAN_TOLERANCE`` (2e-3, four times float16's unit roundoff of 4.9e-4) over the cases;
+for models with MaxPool at most ``MAXPOOL_TOLERANCE`` (0.15). The errors are those of float16's
+forward pass, not of the relevance arithmetic: where it rounds the pre-activations, a ReLU's
+gradient mask or an epsilon denominator near zero flips (the small DenseNet's epsilon case, 1.2e-2),
+and nearly tied MaxPool windows pick another winner, which then gets the window's relevance (VGG,
+5e-2 to 0.11, the error appearing exactly at the first MaxPool passed backward).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx.reference import ReferenceEvaluator
+from reference import rel_err, zennit_explain
+from test_zennit_agreement import build, reference
+from zoo import export_as
+
+import onnxlrp
+from onnxlrp.compiler import SEED_INPUT, TARGET_INPUT, relevance_output
+from onnxlrp.errors import InputError
+
+TOLERANCE = 2e-2
+MEDIAN_TOLERANCE = 2e-3
+MAXPOOL_TOLERANCE = 0.15
+WITH_MAXPOOL = {"vgg"}
+MODELS = ("mlp_bn", "vgg", "resnet", "mobilenet", "densenet")
+COMPOSITES = ("epsilon", "epsilon-plus-flat", "epsilon-gamma-box", "gradient")
+ERRORS: dict[tuple[str, str], float] = {}
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_models):
+    def get(name: str) -> str:
+        model, x, _ = build(name)
+        return export_as(model, torch.from_numpy(x), tmp_models / f"{name}-float16.onnx", "torchscript")
+
+    return get
+
+
+def explain_in_float16(path, composite: str, x: np.ndarray, target: np.ndarray, **params):
+    """(relevance, output) of the float16 compiled model, run in the reference evaluator."""
+    compiled = onnxlrp.compile(path, composite, precision="float16", **params)
+    explained = next(o for o in compiled.model.graph.output if o.name == compiled.explained)
+    classes = [d.dim_value for d in explained.type.tensor_type.shape.dim[1:]]
+    seed = np.zeros([len(x), *classes], np.float32)
+    feeds = {"input": x, TARGET_INPUT: target.astype(np.int64), SEED_INPUT: seed}
+    outputs = [compiled.explained, relevance_output("input")]
+    output, relevance = ReferenceEvaluator(compiled.model).run(outputs, feeds)
+    return relevance, output
+
+
+@pytest.mark.parametrize("composite", COMPOSITES)
+@pytest.mark.parametrize("name", MODELS)
+def test_float16_matches_zennit(name, composite, exported):
+    _, x, y = build(name)
+    ref, _, target, params = reference(name, composite, 0)
+    relevance, output = explain_in_float16(exported(name), composite, x, target, **params)
+    assert relevance.dtype == np.float32
+    np.testing.assert_allclose(output, y, rtol=2e-2, atol=2e-2)
+    ERRORS[name, composite] = error = rel_err(relevance, ref)
+    assert error <= (MAXPOOL_TOLERANCE if name in WITH_MAXPOOL else TOLERANCE)
+
+
+def test_float16_runs_in_onnxruntime(exported):
+    _, x, y = build("resnet")
+    ref, _, target, _ = reference("resnet", "epsilon-plus-flat", 0)
+    explainer = onnxlrp.Explainer(exported("resnet"), "epsilon-plus-flat", precision="float16")
+    result = explainer.explain(x, target)
+    assert result.relevance.dtype == np.float32
+    assert rel_err(result.relevance, ref) <= TOLERANCE
+
+
+def test_float16_median_error():
+    if len(ERRORS) < len(MODELS) * len(COMPOSITES):
+        pytest.skip("needs every case of test_float16_matches_zennit")
+    assert np.median(list(ERRORS.values())) <= MEDIAN_TOLERANCE
+
+
+def test_small_relevance_keeps_float16_precision(tmp_path):
+    """Logits of about 1e-4 leave input relevance of about 2e-7, among float16's subnormal numbers
+    (without the seed's scaling in the graph the error is 0.79)."""
+    model, x, _ = build("resnet")
+    model = copy.deepcopy(model)
+    with torch.no_grad():
+        last = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
+        last.weight.mul_(1e-3)
+        last.bias.mul_(1e-3)
+    target = np.arange(len(x)) + 1
+    ref = zennit_explain(model, x, "epsilon-plus-flat", target, dtype=np.float64).relevance
+    assert np.abs(ref).max() < 6e-7
+    path = export_as(model, torch.from_numpy(x), tmp_path / "small.onnx", "torchscript")
+    relevance, _ = explain_in_float16(path, "epsilon-plus-flat", x, target)
+    assert rel_err(relevance, ref) <= 1e-2
+
+
+def test_float16_graph_keeps_a_float32_interface(tmp_path):
+    path = onnxlrp.compile("models/digits_cnn.onnx", "epsilon", precision="float16").save(tmp_path / "m.onnx")
+    model = onnx.load(path)
+    kinds = {onnx.TensorProto.DataType.Name(t.data_type) for t in model.graph.initializer if t.dims}
+    assert "FLOAT16" in kinds and "FLOAT" not in kinds
+    io = {v.name: v.type.tensor_type.elem_type for v in [*model.graph.input, *model.graph.output]}
+    assert io["image"] == io["relevance:image"] == onnx.TensorProto.FLOAT
+
+
+def test_unknown_precision_is_refused():
+    with pytest.raises(InputError, match=r"^precision 'float64' is not one of: float32, float16$"):
+        onnxlrp.compile("models/digits_cnn.onnx", "epsilon", precision="float64")
