@@ -65,12 +65,17 @@ def default_providers() -> list[str]:
 
 
 def make_session(
-    compiled: CompiledModel, providers: Sequence[str] | None = None, threads: int | None = None
+    compiled: CompiledModel,
+    providers: Sequence[str] | None = None,
+    threads: int | None = None,
+    options: ort.SessionOptions | None = None,
 ) -> ort.InferenceSession:
-    """An onnxruntime session for the compiled model, all graph optimizations on."""
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3
+    """An onnxruntime session for the compiled model: with ``options`` as given, else with all
+    graph optimizations on; ``threads`` sets the intra-op thread count either way."""
+    if options is None:
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
     if threads:
         options.intra_op_num_threads = threads
     providers = list(providers or default_providers())
@@ -141,7 +146,9 @@ class Explainer:
     ``providers`` overrides onnxruntime's execution providers (default: CUDA if it works, else
     CPU); ``providers`` on the instance tells which are in use. ``threads`` sets onnxruntime's
     intra-op thread count. ``precision="float16"`` computes in float16 (for GPUs; inputs and
-    relevance stay float32). Other keyword arguments are rule parameters of the composite.
+    relevance stay float32). ``session_options`` (an ``onnxruntime.SessionOptions``) replaces the
+    default options (all graph optimizations on), for settings such as profiling, the memory
+    arena or the execution mode. Other keyword arguments are rule parameters of the composite.
     """
 
     def __init__(
@@ -154,10 +161,11 @@ class Explainer:
         providers: Sequence[str] | None = None,
         threads: int | None = None,
         precision: str = "float32",
+        session_options: ort.SessionOptions | None = None,
         **params,
     ):
         self.compiled = compile(model, composite, output=output, layers=layers, precision=precision, **params)
-        self.session = make_session(self.compiled, providers, threads)
+        self.session = make_session(self.compiled, providers, threads, session_options)
         self.providers: list[str] = self.session.get_providers()
         extra = {TARGET_INPUT, SEED_INPUT, POSITION_INPUT}
         self.inputs = [

@@ -96,6 +96,18 @@ def test_providers_are_visible_and_overridable():
     assert ex.providers == ["CPUExecutionProvider"]
 
 
+def test_session_options_are_used(tmp_path):
+    """Given options replace the defaults: here no graph optimization, and the optimized model
+    that onnxruntime writes out then still has the compiled model's every node."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.enable_cpu_mem_arena = False
+    options.optimized_model_filepath = str(tmp_path / "seen.onnx")
+    ex = onnxlrp.Explainer(small_cnn(), "epsilon", session_options=options, threads=1)
+    assert len(onnx.load(tmp_path / "seen.onnx").graph.node) == len(ex.compiled.model.graph.node)
+    assert ex.explain(X, target=0).relevance.shape == X.shape
+
+
 def test_not_onnx_file(tmp_path):
     path = tmp_path / "model.onnx"
     path.write_bytes(b"this is not a protobuf \x00\xff")

@@ -144,6 +144,10 @@ def _setup_engine(job: dict):
         x = make_input(batch, seed=2).numpy()
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda" else None
         providers = providers or ["CPUExecutionProvider"]
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = threads
+        options.log_severity_level = 3
         if engine == "lrp":
             import onnxlrp
 
@@ -152,9 +156,9 @@ def _setup_engine(job: dict):
             explainer = onnxlrp.Explainer(
                 path,
                 composite=job["composite"],
-                threads=threads,
                 providers=providers,
                 precision=job.get("precision", "float32"),
+                session_options=options,
                 **params,
             )
             extra["compile_s"] = time.perf_counter() - start
@@ -164,10 +168,6 @@ def _setup_engine(job: dict):
             _require_cuda(explainer.session)
             x_on_device = ort.OrtValue.ortvalue_from_numpy(x, "cuda", 0)  # copied once, as in a loop
             return (lambda: explainer.explain_on_device(x_on_device)), extra
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = threads
-        options.log_severity_level = 3
         session = ort.InferenceSession(path, options, providers=providers)
         feeds = {session.get_inputs()[0].name: x}
         if device != "cuda":
@@ -551,7 +551,8 @@ def main(argv: list[str] | None = None) -> int:
                 if args.json:  # after every row, so that a stopped run keeps what it measured
                     Path(args.json).write_text(json.dumps(rows, indent=1))
     print(
-        f"\n{args.device}, {args.threads} threads, onnxlrp in {args.precision}, best of {args.repeat} "
+        f"\n{args.device}, {args.threads} threads, onnxlrp in {args.precision}, "
+        f"best of {args.repeat} "
         "after one warm-up call "
         f"({time.perf_counter() - started:.0f} s in all)\n"
     )
