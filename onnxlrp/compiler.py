@@ -238,6 +238,28 @@ def _mark_rectified(the_plan: Plan) -> None:
             unit.rectifier = only[0].unit.node
 
 
+def _split_capped_rectifiers(the_plan: Plan) -> None:
+    """Give each unit rectified by a capped Clip (a ReLU6) a ReLU of its own.
+
+    ``Clip(z, 0, c)`` then reads ``Relu(z)``, the same values: the unit's output ``z`` has one
+    reader, which onnxruntime fuses into the layer (with ReLU6 read directly it cannot: the Clip
+    and the rules' ``relu(z)`` are two readers), and the rules read ``relu(z)`` from it
+    (``rules.rectified``) instead of computing it again in the backward pass.
+    """
+    graph = the_plan.model.graph
+    for planned in the_plan.units:
+        unit = planned.unit
+        clip = unit.rectifier
+        if clip is None or clip.op_type != "Clip":
+            continue
+        relu = ir.node("Relu", [unit.output], name=f"{clip.name}/relu")
+        relu.outputs[0].name = f"{unit.output.name}/relu"
+        relu.outputs[0].shape, relu.outputs[0].type = unit.output.shape, unit.output.type
+        graph.insert_before(clip, relu)
+        clip.replace_input_with(0, relu.outputs[0])
+        unit.rectifier = relu
+
+
 @dataclass
 class CompiledModel:
     """The compiled ONNX model and what its inputs and outputs mean."""
@@ -402,6 +424,7 @@ def compile(
     the_plan = plan(model, composite_obj, output=output, precision=precision)
     if the_plan.problems:
         raise UnsupportedModelError(the_plan.label, the_plan.problems)
+    _split_capped_rectifiers(the_plan)
     graph = the_plan.model.graph
     b = Builder(graph)
     model_inputs = [v for v in graph.inputs]

@@ -109,3 +109,31 @@ def test_rectified_epsilon_matches_the_slow_rule(epsilon):
     r_x = x * ((r_a / stabilize(z, epsilon)) @ W1.T)
     result = onnxlrp.Explainer(mlp(), "epsilon", epsilon=epsilon).explain(x.astype(np.float32))
     np.testing.assert_allclose(result.relevance, r_x, rtol=1e-4, atol=1e-6)
+
+
+def test_capped_rectifier_gets_a_fusable_relu():
+    """Gemm -> ReLU6: the compiled Clip reads a ReLU of the Gemm's output, the Gemm's only reader
+    (onnxruntime fuses the two), and the relevance is still the slow epsilon rule's."""
+    six = np.array(6.0, np.float32)
+    zero = np.array(0.0, np.float32)
+    model = parse(
+        MLP.replace("a = Relu(z)", "a = Clip(z, zero, six)"), W1=W1, B1=B1, W2=W2, B2=B2, zero=zero, six=six
+    )
+    explainer = onnxlrp.Explainer(model, "epsilon")
+    graph = explainer.compiled.model.graph
+    readers = [n for n in graph.node if "z" in n.input]
+    assert [n.op_type for n in readers] == ["Relu"]
+    clip = next(n for n in graph.node if n.op_type == "Clip" and n.output[0] == "a")
+    assert clip.input[0] == readers[0].output[0]
+
+    x = 3 * RNG.normal(size=(5, 4))
+    z = x @ W1 + B1
+    assert (z > 6).any() and (z < 0).any()
+    a = np.clip(z, 0, 6)
+    y = a @ W2 + B2
+    r_y = np.zeros_like(y)
+    r_y[np.arange(len(x)), y.argmax(1)] = y.max(1)
+    r_a = a * ((r_y / stabilize(y, 1e-6)) @ W2.T)  # ReLU6 passes relevance through, also above 6
+    r_x = x * ((r_a / stabilize(z, 1e-6)) @ W1.T)
+    result = explainer.explain(x.astype(np.float32))
+    np.testing.assert_allclose(result.relevance, r_x, rtol=1e-4, atol=1e-6)
