@@ -79,6 +79,17 @@ class Builder:
         """An int64 vector initializer."""
         return self.const(np.asarray(values, dtype=np.int64), hint="i")
 
+    def scatter_add(self, data: ir.Value, indices: ir.Value, updates: ir.Value, axis: int) -> ir.Value:
+        """``ScatterElements(data, indices, updates, reduction="add")``. Floats narrower than
+        float32 go through float32: onnxruntime's CPU kernel does not add float16."""
+        dtype = updates.dtype
+        narrow = dtype_of(updates).itemsize < 4
+        if narrow:
+            data = self.op("Cast", data, to=ir.DataType.FLOAT)
+            updates = self.op("Cast", updates, to=ir.DataType.FLOAT)
+        added = self.op("ScatterElements", data, indices, updates, axis=axis, reduction="add")
+        return self.op("Cast", added, to=dtype) if narrow else added
+
     def sum(self, values: list[ir.Value]) -> ir.Value:
         """The elementwise sum of ``values`` (the value itself when there is one)."""
         if len(values) == 1:

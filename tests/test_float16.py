@@ -1,8 +1,6 @@
 """The float16 mode (``precision="float16"``) against Zennit 0.5.1 in float64.
 
-The compiled float16 graphs run in ONNX's reference evaluator, which computes every op in
-float16 as numpy does, as a GPU would (onnxruntime's CPU provider runs many float16 ops in
-float32 behind casts of its own, which would hide float16's rounding and range).
+The compiled float16 graphs run in true float16 arithmetic (``float16_reference.run_float16``).
 
 Stated tolerance, relative L2 error: at most ``TOLERANCE`` (2e-2) in every case, and a median
 at most ``MEDIAN_TOLERANCE`` (2e-3, four times float16's unit roundoff of 4.9e-4) over the cases;
@@ -22,13 +20,12 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from onnx.reference import ReferenceEvaluator
+from float16_reference import run_float16
 from reference import rel_err, zennit_explain
 from test_zennit_agreement import build, reference
 from zoo import export_as
 
 import onnxlrp
-from onnxlrp.compiler import SEED_INPUT, TARGET_INPUT, relevance_output
 from onnxlrp.errors import InputError
 
 TOLERANCE = 2e-2
@@ -50,15 +47,10 @@ def exported(tmp_models):
 
 
 def explain_in_float16(path, composite: str, x: np.ndarray, target: np.ndarray, **params):
-    """(relevance, output) of the float16 compiled model, run in the reference evaluator."""
+    """(relevance, output) of the float16 compiled model in true float16 arithmetic."""
     compiled = onnxlrp.compile(path, composite, precision="float16", **params)
-    explained = next(o for o in compiled.model.graph.output if o.name == compiled.explained)
-    classes = [d.dim_value for d in explained.type.tensor_type.shape.dim[1:]]
-    seed = np.zeros([len(x), *classes], np.float32)
-    feeds = {"input": x, TARGET_INPUT: target.astype(np.int64), SEED_INPUT: seed}
-    outputs = [compiled.explained, relevance_output("input")]
-    output, relevance = ReferenceEvaluator(compiled.model).run(outputs, feeds)
-    return relevance, output
+    output, relevance = run_float16(compiled, {"input": x}, target)
+    return relevance["input"], output
 
 
 @pytest.mark.parametrize("composite", COMPOSITES)

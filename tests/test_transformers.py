@@ -98,6 +98,32 @@ def test_agrees_with_lxt(exported, references, name, kind, composite):
     assert set(result.relevance) == {zoo.input_names(name, kind)[0]}  # masks are not explained
 
 
+FLOAT16_TOLERANCE = 1e-2  # measured in true float16 arithmetic: 5e-4 (GPT-2) to 2.6e-3 (BERT)
+
+
+@pytest.mark.parametrize("name", zoo.MODELS)
+def test_float16_agrees_with_lxt(exported, references, name):
+    """``precision="float16"`` against LXT's float64 relevance, in true float16 arithmetic
+    (``float16_reference``) and on onnxruntime's CPU provider: fused patterns (GELU's constants
+    rounded to float16), gathers (scattered back through float32) and the softmax rule."""
+    from float16_reference import run_float16
+
+    kind = "embeds" if name == "vit" else "ids"
+    ref = references["attnlrp"]
+    expected = ref[f"{name}/relevance"]
+    if kind == "ids":
+        expected = expected.sum(-1)
+    first = zoo.input_names(name, kind)[0]
+    path = exported[0][name, kind]
+    explainer = onnxlrp.Explainer(path, "attnlrp", precision="float16", providers=PROVIDERS)
+    _, in_float16 = run_float16(explainer.compiled, feeds(exported, name, kind), ref[f"{name}/target"])
+    on_ort = explainer.explain(feeds(exported, name, kind), target=ref[f"{name}/target"]).relevance
+    for relevance in (in_float16[first], on_ort[first]):
+        assert relevance.dtype == np.float32 and relevance.shape == expected.shape
+        error = np.linalg.norm(relevance - expected) / np.linalg.norm(expected)
+        assert error <= FLOAT16_TOLERANCE, f"relative L2 error {error:.2e}"
+
+
 def test_language_model_on_device_agrees_with_lxt(exported, references):
     """``explain_on_device`` (I/O binding, here on the CPU device) with the ids and the mask as
     OrtValues: GPT-2's per-token relevance at the last position, against LXT."""

@@ -205,14 +205,22 @@ def _apply(op: str, args: list[np.ndarray]) -> np.ndarray:
     return 1.0 / args[0]  # Reciprocal
 
 
-def _family(values: np.ndarray | None) -> str | None:
+def _family(values: np.ndarray | None, tolerance: float) -> str | None:
+    """The family closest to ``values`` on ``_POINTS``, if within ``tolerance`` (relative)."""
     if values is None or values.shape != _POINTS.shape or not np.all(np.isfinite(values)):
         return None
+    errors = {}
     for name, f in FAMILIES.items():
         expected = f(_POINTS)
-        if np.all(np.abs(values - expected) <= 1e-5 * (1.0 + np.abs(expected))):
-            return name
-    return None
+        errors[name] = float(np.max(np.abs(values - expected) / (1.0 + np.abs(expected))))
+    best = min(errors, key=errors.get)
+    return best if errors[best] <= tolerance else None
+
+
+def _tolerance(x: ir.Value) -> float:
+    """How closely a written-out activation must match its family: 1e-5, or four float16 roundings
+    for float16 graphs (whose constants, such as GELU's 0.044715, are rounded to float16)."""
+    return 4 * float(np.finfo(np.float16).eps) if x.dtype is not None and x.dtype.itemsize < 4 else 1e-5
 
 
 def activation_matches(x: ir.Value) -> list[tuple[str, ir.Value, list[ir.Node]]]:
@@ -224,7 +232,7 @@ def activation_matches(x: ir.Value) -> list[tuple[str, ir.Value, list[ir.Node]]]
         chosen = _within(exit_value, nodes, x)
         if chosen is None or len(chosen) < 2 or not any(n.op_type in _NONLINEAR for n in chosen):
             continue
-        family = _family(_evaluate(chosen, x, exit_value, _POINTS))
+        family = _family(_evaluate(chosen, x, exit_value, _POINTS), _tolerance(x))
         if family is not None:
             found.append((family, exit_value, chosen))
     found.sort(key=lambda item: -len(item[2]))

@@ -51,7 +51,7 @@ def gather(node: ir.Node, ctx: GraphContext) -> RoutingUnit:
         r = b.op("Reshape", r, target)
         index_shape = [1] * axis + [-1] + [1] * (rank - axis - 1)
         spread = b.op("Expand", b.op("Reshape", flat, b.int64(index_shape)), b.shape(r))
-        return [b.op("ScatterElements", _zeros_like(b, x), spread, r, axis=axis, reduction="add")]
+        return [b.scatter_add(_zeros_like(b, x), spread, r, axis=axis)]
 
     return RoutingUnit([node], [x], [node.outputs[0]], backward)
 

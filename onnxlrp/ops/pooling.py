@@ -134,14 +134,7 @@ def _scatter_add(b: Builder, relevance: ir.Value, indices: ir.Value, x: ir.Value
         b.op("Reshape", b.op("Size", x), flat),
         value=ir.tensor(np.zeros(1, dtype=dtype_of(relevance))),
     )
-    scattered = b.op(
-        "ScatterElements",
-        zeros,
-        b.op("Reshape", indices, flat),
-        b.op("Reshape", relevance, flat),
-        axis=0,
-        reduction="add",
-    )
+    scattered = b.scatter_add(zeros, b.op("Reshape", indices, flat), b.op("Reshape", relevance, flat), axis=0)
     return b.op("Reshape", scattered, b.shape(x))
 
 
@@ -166,15 +159,14 @@ def max_pool(node: ir.Node, ctx: GraphContext) -> RoutingUnit:
             indices = b.ops("MaxPool", x, num_outputs=2, **{k: a.value for k, a in node.attributes.items()})[
                 1
             ]
-        wide = dtype_of(x).itemsize < 4  # onnxruntime's CPU kernels route float32 only: cast float16
+        if overlapping:
+            return [_scatter_add(b, relevance, indices, x)]
+        kernel = list(node.attributes.get_ints("kernel_shape"))
+        strides = list(node.attributes.get_ints("strides", [1] * len(kernel)))
+        wide = dtype_of(x).itemsize < 4  # onnxruntime's CPU MaxUnpool is float32 only: cast float16
         if wide:
             relevance = b.op("Cast", relevance, to=ir.DataType.FLOAT)
-        if overlapping:
-            routed = _scatter_add(b, relevance, indices, x)
-        else:
-            kernel = list(node.attributes.get_ints("kernel_shape"))
-            strides = list(node.attributes.get_ints("strides", [1] * len(kernel)))
-            routed = b.op("MaxUnpool", relevance, indices, b.shape(x), kernel_shape=kernel, strides=strides)
+        routed = b.op("MaxUnpool", relevance, indices, b.shape(x), kernel_shape=kernel, strides=strides)
         return [b.op("Cast", routed, to=x.dtype) if wide else routed]
 
     return RoutingUnit([node], [x], [y], backward)
