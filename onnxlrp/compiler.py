@@ -143,6 +143,7 @@ def plan(
     *,
     output: str | None = None,
     precision: str = "float32",
+    cpu: bool = False,
     **params,
 ) -> Plan:
     """Canonicalise ``model`` and decide each unit's rule, without building anything."""
@@ -160,7 +161,7 @@ def plan(
     if explained not in active:
         raise InputError(f"{label}: output {chosen.name!r} does not depend on any float input")
     nonneg = nonnegative_values(graph, active)
-    ctx = ops.GraphContext(is_activation=active.__contains__, is_nonnegative=nonneg.__contains__)
+    ctx = ops.GraphContext(is_activation=active.__contains__, is_nonnegative=nonneg.__contains__, cpu=cpu)
     needed = _ancestors(explained)
     result = Plan(ir_model, label, chosen, explained, stripped, active=active, tokens=tokens)
     absorbed: set[ir.Node] = set()
@@ -409,6 +410,7 @@ def compile(
     output: str | None = None,
     layers: bool = False,
     precision: str = "float32",
+    cpu: bool = False,
     **params,
 ) -> CompiledModel:
     """Compile ``model`` into one ONNX model computing its outputs and their LRP relevance.
@@ -417,11 +419,13 @@ def compile(
     are its rule parameters (``epsilon``, ``gamma``, ``low``, ``high``, ``stabilizer``).
     ``output`` picks the explained output (default: the first); ``layers=True`` adds the relevance
     of every intermediate tensor as outputs. ``precision="float16"`` computes in float16 (see
-    ``onnxlrp.graph.precision``), the inputs, outputs and relevance staying float32.
+    ``onnxlrp.graph.precision``), the inputs, outputs and relevance staying float32. ``cpu=True``
+    makes the graph for onnxruntime's CPU provider: where an op that is faster there has no kernel
+    in the CUDA provider (``MaxUnpool``), it is used; the default graph runs well everywhere.
     """
     start = time.perf_counter()
     composite_obj = get_composite(composite, **params)
-    the_plan = plan(model, composite_obj, output=output, precision=precision)
+    the_plan = plan(model, composite_obj, output=output, precision=precision, cpu=cpu)
     if the_plan.problems:
         raise UnsupportedModelError(the_plan.label, the_plan.problems)
     _split_capped_rectifiers(the_plan)

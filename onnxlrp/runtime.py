@@ -164,7 +164,16 @@ class Explainer:
         session_options: ort.SessionOptions | None = None,
         **params,
     ):
-        self.compiled = compile(model, composite, output=output, layers=layers, precision=precision, **params)
+        providers = list(providers or default_providers())
+        self.compiled = compile(
+            model,
+            composite,
+            output=output,
+            layers=layers,
+            precision=precision,
+            cpu=providers[0] == "CPUExecutionProvider",
+            **params,
+        )
         self.session = make_session(self.compiled, providers, threads, session_options)
         self.providers: list[str] = self.session.get_providers()
         extra = {TARGET_INPUT, SEED_INPUT, POSITION_INPUT}

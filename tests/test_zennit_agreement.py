@@ -225,3 +225,19 @@ def test_epsilon_conserves(name, exporter, target, onnx_path, onnxlrp):
     np.testing.assert_array_equal(np.asarray(res.target), expected)
     sums = np.asarray(res.relevance, dtype=np.float64).reshape(len(x), -1).sum(1)
     np.testing.assert_allclose(sums, y[np.arange(len(x)), expected], rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["vgg", "conv1d", "conv3d"])
+def test_portable_graph_matches_zennit(name, onnx_path, onnxlrp):
+    """``onnxlrp.compile`` without ``cpu=True`` (the graph for any provider) routes MaxPool
+    relevance with ScatterElements where the Explainer's CPU graph uses MaxUnpool; run in a bare
+    onnxruntime session, it agrees with Zennit as well."""
+    _, x, _ = build(name)
+    ref, e32, target, params = reference(name, "epsilon-plus-flat", 0)
+    compiled = onnxlrp.compile(onnx_path(name, "torchscript"), "epsilon-plus-flat", **params)
+    ops = {n.op_type for n in compiled.model.graph.node}
+    assert "ScatterElements" in ops and "MaxUnpool" not in ops
+    session = ort.InferenceSession(compiled.model.SerializeToString(), providers=["CPUExecutionProvider"])
+    feeds = {"input": x, "lrp_target": target, "lrp_seed": np.zeros((len(x), 10), np.float32)}
+    (relevance,) = session.run(["relevance:input"], feeds)
+    assert rel_err(relevance, ref) <= max(FACTOR * e32, FLOOR)

@@ -35,6 +35,7 @@ class GraphContext:
     is_activation: Callable[[ir.Value], bool]
     is_nonnegative: Callable[[ir.Value], bool]
     builder: Builder | None = None
+    cpu: bool = False  # the graph is for onnxruntime's CPU provider (see compiler.compile)
 
 
 @dataclass
