@@ -66,7 +66,7 @@ def default_providers() -> list[str]:
 
 def make_session(
     compiled: CompiledModel,
-    providers: Sequence[str] | None = None,
+    providers: Sequence[str],
     threads: int | None = None,
     options: ort.SessionOptions | None = None,
 ) -> ort.InferenceSession:
@@ -78,7 +78,7 @@ def make_session(
         options.log_severity_level = 3
     if threads:
         options.intra_op_num_threads = threads
-    providers = list(providers or default_providers())
+    providers = list(providers)
     if is_large(compiled.model):  # over protobuf's 2 GB: through a file with external data
         with tempfile.TemporaryDirectory(prefix="onnxlrp-") as folder:
             path = save_model(compiled.model, Path(folder) / "compiled.onnx")
