@@ -480,6 +480,9 @@ def _csv(choices):
 
 
 def main(argv: list[str] | None = None) -> int:
+    sys.path.insert(0, str(ROOT))
+    from onnxlrp.graph.precision import PRECISIONS
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", type=_csv((*MODELS, "resnet50")), default=list(MODELS))
     parser.add_argument("--batches", type=lambda t: [int(b) for b in t.split(",")], default=[1, 8, 32])
@@ -493,7 +496,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument(
         "--precision",
-        choices=("float32", "float16"),
+        choices=PRECISIONS,
         default="float32",
         help="onnxlrp's precision (the forward passes and Zennit stay float32)",
     )
@@ -551,10 +554,8 @@ def main(argv: list[str] | None = None) -> int:
                 if args.json:  # after every row, so that a stopped run keeps what it measured
                     Path(args.json).write_text(json.dumps(rows, indent=1))
     print(
-        f"\n{args.device}, {args.threads} threads, onnxlrp in {args.precision}, "
-        f"best of {args.repeat} "
-        "after one warm-up call "
-        f"({time.perf_counter() - started:.0f} s in all)\n"
+        f"\n{args.device}, {args.threads} threads, onnxlrp in {args.precision}, best of {args.repeat} "
+        f"after one warm-up call ({time.perf_counter() - started:.0f} s in all)\n"
     )
     print(table(rows, args.device))
     if any(r.get("warmup_only") for row in rows for r in row.values() if isinstance(r, dict)):
