@@ -416,7 +416,7 @@ def profile(args: argparse.Namespace) -> int:
             x = make_input(batch, seed=2).numpy()
             for composite in args.composites:
                 params = BOX if composite == "epsilon-gamma-box" else {}
-                compiled = onnxlrp.compile(path, composite, **params)
+                compiled = onnxlrp.compile(path, composite, cpu=True, precision=args.precision, **params)
                 options = ort.SessionOptions()
                 options.intra_op_num_threads = args.threads
                 options.enable_profiling = True
