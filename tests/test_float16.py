@@ -98,7 +98,9 @@ def test_small_relevance_keeps_float16_precision(tmp_path):
 
 
 def test_float16_graph_keeps_a_float32_interface(tmp_path):
-    path = onnxlrp.compile("models/digits_cnn.onnx", "epsilon", precision="float16").save(tmp_path / "m.onnx")
+    compiled = onnxlrp.compile("models/digits_cnn.onnx", "epsilon", precision="float16", layers=True)
+    assert {"image/float16", "logits/float16"} <= set(compiled.layer_outputs)  # the float16 copies
+    path = compiled.save(tmp_path / "m.onnx")
     model = onnx.load(path)
     kinds = {onnx.TensorProto.DataType.Name(t.data_type) for t in model.graph.initializer if t.dims}
     assert "FLOAT16" in kinds and "FLOAT" not in kinds

@@ -31,4 +31,18 @@ def to_float16(model: ir.Model) -> ir.Model:
     proto = convert_float_to_float16(ir.serde.serialize_model(model), keep_io_types=True)
     converted = ir.serde.deserialize_model(infer_symbolic_shapes(proto))
     common_passes.TopologicalSortPass()(converted)
+    _name_float16_copies(converted.graph)
     return converted
+
+
+def _name_float16_copies(graph: ir.Graph) -> None:
+    """``<name>/float16`` for the float16 side of each interface Cast (the converter calls them
+    ``graph_input_cast_0``, ``graph_output_cast_0``, ...), as ``layers=True`` reports them."""
+    for node in graph:
+        if node.op_type != "Cast":
+            continue
+        x, y = node.inputs[0], node.outputs[0]
+        if x.is_graph_input() and y.name.startswith("graph_input_cast"):
+            y.name = f"{x.name}/float16"
+        elif y.is_graph_output() and x.name.startswith("graph_output_cast"):
+            x.name = f"{y.name}/float16"
