@@ -32,7 +32,9 @@ its float16 mode (for GPUs; on the CPU onnxruntime runs many float16 ops in floa
     python tools/bench.py --profile --models resnet18 --batches 8 \\
         --composites epsilon-plus-flat,epsilon-gamma-box   # where onnxlrp's time goes
 
-The markdown table goes to stdout (``--json FILE`` also writes the raw results); progress to stderr.
+The markdown table goes to stdout, then a table of the targets (lrp/fwd per composite, zennit/lrp,
+memory; on cuda at batch 32) and whether they are met; ``--json FILE`` also writes the raw
+results, ``--report FILE`` prints both tables again. Progress goes to stderr.
 """
 
 from __future__ import annotations
@@ -400,6 +402,60 @@ def table(rows: list[dict], device: str) -> str:
     return "\n".join(lines)
 
 
+# the issue's targets: lrp/fwd bounds per composite, zennit/lrp floors, memory (cuda: at batch 32)
+LRP_OVER_FWD = {"epsilon": 2.5, "epsilon-plus-flat": 3.5, "epsilon-gamma-box": 4.0}
+ZENNIT_OVER_LRP = {"cpu": {"": 2.0, "resnet18": 4.0, "mobilenet_v2": 4.0}, "cuda": {"": 3.0}}
+MEMORY_OVER_FWD = 2.0
+
+
+def _measures(row: dict, device: str) -> dict[str, float | None]:
+    ort_, lrp, zen = (row.get(e) or {} for e in ("ort", "lrp", "zennit"))
+    key = "gpu_peak_mb" if device == "cuda" else "peak_mb"
+    t_lrp, t_fwd = lrp.get("best_s"), lrp.get("fwd_paired_s", ort_.get("best_s"))
+    m_lrp, m_fwd = lrp.get(key), ort_.get(key)
+    return {
+        "lrp/fwd": t_lrp / t_fwd if t_lrp and t_fwd else None,
+        "zennit/lrp": zen["best_s"] / t_lrp if t_lrp and zen.get("best_s") else None,
+        "memory": m_lrp / m_fwd if m_lrp and m_fwd else None,
+    }
+
+
+def targets(rows: list[dict], device: str) -> str:
+    """Each target of the issue against the measured rows: the values and whether all meet it."""
+    checks: list[tuple[str, str, float, bool]] = []  # (target, model, value, met)
+    for row in rows:
+        if device == "cuda" and row["batch"] != 32:
+            continue
+        m = _measures(row, device)
+        bound = LRP_OVER_FWD.get(row["composite"])
+        if bound is not None and m["lrp/fwd"] is not None:
+            checks.append(
+                (f"lrp/fwd <= {bound}, {row['composite']}", row["model"], m["lrp/fwd"], m["lrp/fwd"] <= bound)
+            )
+        floors = ZENNIT_OVER_LRP[device]
+        for floor in sorted({floors[""], floors.get(row["model"], floors[""])}):
+            if m["zennit/lrp"] is not None:
+                met = m["zennit/lrp"] >= floor
+                checks.append((f"zennit/lrp >= {floor}", row["model"], m["zennit/lrp"], met))
+        if m["memory"] is not None:
+            checks.append(
+                (
+                    f"memory <= {MEMORY_OVER_FWD}x forward",
+                    row["model"],
+                    m["memory"],
+                    m["memory"] <= MEMORY_OVER_FWD,
+                )
+            )
+    grouped: dict[tuple[str, str], list[tuple[float, bool]]] = {}
+    for target, model, value, met in checks:
+        grouped.setdefault((target, model), []).append((value, met))
+    lines = ["| target | model | values (rows in order) | met |", "|---|---|---|---|"]
+    for (target, model), values in grouped.items():
+        shown = " / ".join(f"{v:.2f}" for v, _ in values)
+        lines.append(f"| {target} | {model} | {shown} | {'yes' if all(m for _, m in values) else 'no'} |")
+    return "\n".join(lines)
+
+
 def profile(args: argparse.Namespace) -> int:
     """Where onnxlrp's time goes: onnxruntime's profiler, per op type and per node."""
     sys.path.insert(0, str(HERE))
@@ -510,6 +566,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.report:
         rows = [row for path in args.report for row in json.loads(Path(path).read_text())]
         print(table(rows, args.device))
+        print("\n" + targets(rows, args.device))
         return 0
 
     if args.worker:
@@ -558,6 +615,7 @@ def main(argv: list[str] | None = None) -> int:
         f"after one warm-up call ({time.perf_counter() - started:.0f} s in all)\n"
     )
     print(table(rows, args.device))
+    print("\n" + targets(rows, args.device))
     if any(r.get("warmup_only") for row in rows for r in row.values() if isinstance(r, dict)):
         print(f"\n*: one call took longer than --budget ({args.budget:.0f} s): the warm-up call itself")
     if args.json:
