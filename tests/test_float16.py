@@ -39,9 +39,15 @@ ERRORS: dict[tuple[str, str], float] = {}
 
 @pytest.fixture(scope="module")
 def exported(tmp_models):
+    """``exported(name)``: the zoo model's TorchScript export, exported once."""
+    paths: dict[str, str] = {}
+
     def get(name: str) -> str:
-        model, x, _ = build(name)
-        return export_as(model, torch.from_numpy(x), tmp_models / f"{name}-float16.onnx", "torchscript")
+        if name not in paths:
+            model, x, _ = build(name)
+            path = tmp_models / f"{name}-float16.onnx"
+            paths[name] = export_as(model, torch.from_numpy(x), path, "torchscript")
+        return paths[name]
 
     return get
 
