@@ -5,6 +5,9 @@ per-pixel outputs explained over a region (``Explainer.explain_region``)."""
 from __future__ import annotations
 
 import copy
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -15,6 +18,8 @@ import onnxlrp
 import onnxlrp.graph.load as load
 from onnxlrp import region_seed
 from onnxlrp.errors import InputError, ModelLoadError
+
+ROOT = Path(__file__).resolve().parent.parent
 
 RNG = np.random.default_rng(7)
 SHAPES = {"W1": (8, 3, 3, 3), "b1": (8,), "W2": (4, 8, 3, 3), "b2": (4,), "W3": (4, 5), "b3": (5,)}
@@ -146,3 +151,16 @@ def test_incomplete_shape_inference_writes_no_file(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert infer_symbolic_shapes(model) is model
     assert list(tmp_path.iterdir()) == []
+
+
+def test_compile_does_not_import_torch():
+    """onnxruntime's symbolic shape inference is loaded from its file: its package's __init__
+    imports torch wherever torch is installed (seconds of start-up, hundreds of MB)."""
+    pytest.importorskip("torch")
+    code = (
+        "import sys, onnxlrp\n"
+        "onnxlrp.compile('models/digits_cnn.onnx', 'epsilon')\n"
+        "print('torch' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"

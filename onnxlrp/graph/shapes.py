@@ -9,9 +9,26 @@ onnxruntime's symbolic shape inference (``onnxruntime.tools.symbolic_shape_infer
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import logging
+from pathlib import Path
+from types import ModuleType
 
 import onnx
+
+
+@functools.cache
+def _tool() -> ModuleType:
+    """onnxruntime's ``tools/symbolic_shape_infer.py``, loaded from its file: imported by its name,
+    ``onnxruntime/tools/__init__.py`` would run first, and it imports torch wherever torch is
+    installed (a second or more, and some 300 MB, for nothing here)."""
+    package = importlib.util.find_spec("onnxruntime")
+    path = Path(package.origin).parent / "tools" / "symbolic_shape_infer.py"
+    spec = importlib.util.spec_from_file_location("onnxlrp._symbolic_shape_infer", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def infer_symbolic_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -23,14 +40,14 @@ def infer_symbolic_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
     here instead, the same ones without that save.
     """
     try:
-        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+        tool = _tool()
     except Exception:  # sympy missing, or an onnxruntime build without the tool
         return model
-    logger = logging.getLogger("onnxruntime.tools.symbolic_shape_infer")
+    logger = tool.logger
     level = logger.level
     logger.setLevel(logging.ERROR)
     try:
-        inference = SymbolicShapeInference(
+        inference = tool.SymbolicShapeInference(
             int_max=2**31 - 1, auto_merge=True, guess_output_rank=False, verbose=0
         )
         inference._preprocess(model)
