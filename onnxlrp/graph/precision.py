@@ -20,6 +20,7 @@ PRECISIONS = ("float32", "float16")
 
 
 def check_precision(precision: str) -> None:
+    """Raise ``InputError`` unless ``precision`` is one of ``PRECISIONS``."""
     if precision not in PRECISIONS:
         raise InputError(f"precision {precision!r} is not one of: {', '.join(PRECISIONS)}")
 
