@@ -339,12 +339,21 @@ def _ms(seconds: float | None, result: dict | None = None) -> str:
     return text + ("*" if result and result.get("warmup_only") else "")
 
 
-def _ratio(a: float | None, b: float | None) -> str:
-    return "-" if a is None or b is None else f"{a / b:.2f}"
+def _measures(row: dict, device: str) -> dict[str, float | None]:
+    """A row's ratios: onnxlrp over the forward pass (time, peak memory), Zennit over onnxlrp."""
+    ort_, lrp, zen = (row.get(e) or {} for e in ("ort", "lrp", "zennit"))
+    key = "gpu_peak_mb" if device == "cuda" else "peak_mb"
+    t_lrp, t_fwd = lrp.get("best_s"), lrp.get("fwd_paired_s", ort_.get("best_s"))
+    m_lrp, m_fwd = lrp.get(key), ort_.get(key)
+    return {
+        "lrp/fwd": t_lrp / t_fwd if t_lrp and t_fwd else None,
+        "zennit/lrp": zen["best_s"] / t_lrp if t_lrp and zen.get("best_s") else None,
+        "memory": m_lrp / m_fwd if m_lrp is not None and m_fwd else None,
+    }
 
 
-def _mb(value: float | None) -> str:
-    return "-" if value is None else f"{value:.0f}"
+def _fixed(value: float | None, digits: int) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
 
 
 def table(rows: list[dict], device: str) -> str:
@@ -374,6 +383,7 @@ def table(rows: list[dict], device: str) -> str:
         ort_, lrp, tor, zen = (row.get(e) or {} for e in ENGINES)
         t_ort, t_lrp, t_tor, t_zen = (r.get("best_s") for r in (ort_, lrp, tor, zen))
         m_ort, m_lrp, m_zen = (r.get(key) for r in (ort_, lrp, zen))
+        ratios = _measures(row, device)
         lines.append(
             "| "
             + " | ".join(
@@ -383,18 +393,18 @@ def table(rows: list[dict], device: str) -> str:
                     row["composite"],
                     _ms(t_ort, ort_),
                     _ms(t_lrp, lrp) if t_lrp is not None else lrp.get("error", "-")[:40],
-                    _ratio(t_lrp, lrp.get("fwd_paired_s", t_ort)),
+                    _fixed(ratios["lrp/fwd"], 2),
                     _ms(t_tor, tor),
                     _ms(t_zen, zen) if t_zen is not None else zen.get("error", "-")[:40],
-                    _ratio(t_zen, t_lrp),
+                    _fixed(ratios["zennit/lrp"], 2),
                     "-" if t_lrp is None else f"{row['batch'] / t_lrp:.1f}",
                     "-" if t_zen is None else f"{row['batch'] / t_zen:.1f}",
                     "-" if "compile_s" not in lrp else f"{lrp['compile_s']:.1f}",
-                    _mb(m_ort),
-                    _mb(m_lrp),
-                    "-" if not m_ort or m_lrp is None else f"{m_lrp / m_ort:.1f}",
-                    _mb(m_zen),
-                    _mb(lrp.get("setup_mb")),
+                    _fixed(m_ort, 0),
+                    _fixed(m_lrp, 0),
+                    _fixed(ratios["memory"], 1),
+                    _fixed(m_zen, 0),
+                    _fixed(lrp.get("setup_mb"), 0),
                 ]
             )
             + " |"
@@ -406,18 +416,6 @@ def table(rows: list[dict], device: str) -> str:
 LRP_OVER_FWD = {"epsilon": 2.5, "epsilon-plus-flat": 3.5, "epsilon-gamma-box": 4.0}
 ZENNIT_OVER_LRP = {"cpu": {"": 2.0, "resnet18": 4.0, "mobilenet_v2": 4.0}, "cuda": {"": 3.0}}
 MEMORY_OVER_FWD = 2.0
-
-
-def _measures(row: dict, device: str) -> dict[str, float | None]:
-    ort_, lrp, zen = (row.get(e) or {} for e in ("ort", "lrp", "zennit"))
-    key = "gpu_peak_mb" if device == "cuda" else "peak_mb"
-    t_lrp, t_fwd = lrp.get("best_s"), lrp.get("fwd_paired_s", ort_.get("best_s"))
-    m_lrp, m_fwd = lrp.get(key), ort_.get(key)
-    return {
-        "lrp/fwd": t_lrp / t_fwd if t_lrp and t_fwd else None,
-        "zennit/lrp": zen["best_s"] / t_lrp if t_lrp and zen.get("best_s") else None,
-        "memory": m_lrp / m_fwd if m_lrp and m_fwd else None,
-    }
 
 
 def targets(rows: list[dict], device: str) -> str:
