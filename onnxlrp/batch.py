@@ -37,12 +37,15 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import numpy as np
 
 from onnxlrp.errors import InputError, OnnxLrpError
 from onnxlrp.io import IMAGE_SUFFIXES, is_image, load_image
+
+if TYPE_CHECKING:
+    from onnxlrp.runtime import Provider
 
 MANIFEST = "manifest.json"
 SUMMARY = "summary.json"
@@ -232,7 +235,7 @@ def run(
     batch_size: int = 16,
     heatmaps: bool = False,
     resize: bool = True,
-    providers: Sequence[str] | None = None,
+    providers: Sequence[Provider] | None = None,
     threads: int | None = None,
     progress: bool | TextIO = True,
     cmap: str = "bwr",

@@ -28,11 +28,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from onnxlrp.errors import InputError
+
+if TYPE_CHECKING:
+    from onnxlrp.runtime import Provider
 
 
 class OnnxLrpExplainer:
@@ -56,7 +59,7 @@ class OnnxLrpExplainer:
         target_column: str = "target",
         output_column: str | None = None,
         keep_input: bool = True,
-        providers: Sequence[str] | None = None,
+        providers: Sequence[Provider] | None = None,
         threads: int | None = None,
         **params: Any,
     ):

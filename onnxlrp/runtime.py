@@ -64,21 +64,41 @@ def default_providers() -> list[str]:
     return (["CUDAExecutionProvider"] if cuda_works() else []) + ["CPUExecutionProvider"]
 
 
+Provider = str | tuple[str, dict]  # a name, or (name, provider options), as onnxruntime takes them
+# onnxruntime's CUDA provider runs float32 convolutions and GEMMs in TF32 (10-bit mantissa) on
+# Ampere and later GPUs unless told not to: relevance would then be ~1e-3 off, not float32 noise
+CUDA_FLOAT32 = {"use_tf32": "0"}
+
+
+def provider_name(provider: Provider) -> str:
+    return provider if isinstance(provider, str) else provider[0]
+
+
+def exact_float32(providers: Sequence[Provider]) -> list[Provider]:
+    """``providers`` with the CUDA provider, where named without options, set to real float32
+    arithmetic (``CUDA_FLOAT32``); a ``(name, options)`` pair is kept as given."""
+    return [
+        ("CUDAExecutionProvider", dict(CUDA_FLOAT32)) if p == "CUDAExecutionProvider" else p
+        for p in providers
+    ]
+
+
 def make_session(
     compiled: CompiledModel,
-    providers: Sequence[str],
+    providers: Sequence[Provider],
     threads: int | None = None,
     options: ort.SessionOptions | None = None,
 ) -> ort.InferenceSession:
     """An onnxruntime session for the compiled model: with ``options`` as given, else with all
-    graph optimizations on; ``threads`` sets the intra-op thread count either way."""
+    graph optimizations on; ``threads`` sets the intra-op thread count either way. CUDA computes
+    in real float32 unless its options say otherwise (``exact_float32``)."""
     if options is None:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
     if threads:
         options.intra_op_num_threads = threads
-    providers = list(providers)
+    providers = exact_float32(providers)
     if is_large(compiled.model):  # over protobuf's 2 GB: through a file with external data
         with tempfile.TemporaryDirectory(prefix="onnxlrp-") as folder:
             path = save_model(compiled.model, Path(folder) / "compiled.onnx")
@@ -144,7 +164,9 @@ class Explainer:
     """Compile ``model`` with ``composite`` once; ``explain`` runs forward and LRP in one call.
 
     ``providers`` overrides onnxruntime's execution providers (default: CUDA if it works, else
-    CPU); ``providers`` on the instance tells which are in use. ``threads`` sets onnxruntime's
+    CPU): names, or ``(name, options)`` pairs as onnxruntime takes them. CUDA named alone runs
+    in real float32 (TF32 off); ``("CUDAExecutionProvider", {"use_tf32": "1"})`` trades that
+    for speed. ``providers`` on the instance tells which are in use. ``threads`` sets onnxruntime's
     intra-op thread count. ``precision="float16"`` computes in float16 (for GPUs; inputs and
     relevance stay float32). ``session_options`` (an ``onnxruntime.SessionOptions``) replaces the
     default options (all graph optimizations on), for settings such as profiling, the memory
@@ -158,7 +180,7 @@ class Explainer:
         *,
         output: str | None = None,
         layers: bool = False,
-        providers: Sequence[str] | None = None,
+        providers: Sequence[Provider] | None = None,
         threads: int | None = None,
         precision: str = "float32",
         session_options: ort.SessionOptions | None = None,
@@ -171,7 +193,7 @@ class Explainer:
             output=output,
             layers=layers,
             precision=precision,
-            cpu=providers[0] == "CPUExecutionProvider",
+            cpu=provider_name(providers[0]) == "CPUExecutionProvider",
             **params,
         )
         self.session = make_session(self.compiled, providers, threads, session_options)

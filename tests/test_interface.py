@@ -12,6 +12,7 @@ import onnxruntime as ort
 import pytest
 
 import onnxlrp
+from onnxlrp.runtime import exact_float32
 
 RNG = np.random.default_rng(1)
 
@@ -94,6 +95,40 @@ def test_layers_give_relevance_per_tensor():
 def test_providers_are_visible_and_overridable():
     ex = onnxlrp.Explainer(small_cnn(), "epsilon", providers=["CPUExecutionProvider"])
     assert ex.providers == ["CPUExecutionProvider"]
+
+
+def test_providers_with_options():
+    """A ``(name, options)`` pair is taken as onnxruntime takes it, and still counts as the CPU
+    provider: the CPU graph routes non-overlapping MaxPool windows through MaxUnpool."""
+    text = """
+    <ir_version: 8, opset_import: ["" : 17]>
+    pooled (float[N, 2, 4, 4] x) => (float[N, 3] y) {
+        p = MaxPool <kernel_shape = [2, 2], strides = [2, 2]> (x)
+        f = Flatten(p)
+        y = Gemm(f, W, b)
+    }
+    """
+    model = onnx.parser.parse_model(text)
+    model.graph.initializer.extend(
+        [
+            onnx.numpy_helper.from_array(RNG.normal(size=(8, 3)).astype(np.float32), "W"),
+            onnx.numpy_helper.from_array(RNG.normal(size=3).astype(np.float32), "b"),
+        ]
+    )
+    ex = onnxlrp.Explainer(model, "epsilon", providers=[("CPUExecutionProvider", {})])
+    assert ex.providers == ["CPUExecutionProvider"]
+    assert "MaxUnpool" in {n.op_type for n in ex.compiled.model.graph.node}
+
+
+def test_cuda_computes_in_float32_unless_told_otherwise():
+    """onnxruntime's CUDA provider defaults to TF32 for float32 convolutions and GEMMs; the
+    Explainer's sessions turn it off where CUDA is named without options of its own."""
+    assert exact_float32(["CUDAExecutionProvider", "CPUExecutionProvider"]) == [
+        ("CUDAExecutionProvider", {"use_tf32": "0"}),
+        "CPUExecutionProvider",
+    ]
+    mine = ("CUDAExecutionProvider", {"use_tf32": "1", "device_id": "1"})
+    assert exact_float32([mine]) == [mine]
 
 
 def test_session_options_are_used(tmp_path):

@@ -1,6 +1,7 @@
 """``Explainer.explain_on_device``: inputs and results as onnxruntime OrtValues (I/O binding).
 
-Run here on the CPU device; on a GPU the same call takes OrtValues made with ``"cuda"``.
+Run on the CPU device everywhere, and on CUDA where onnxruntime's CUDA provider works (skipped
+elsewhere).
 """
 
 from __future__ import annotations
@@ -12,18 +13,25 @@ from test_rules import TARGET, B, W, X, dense_model, reference
 
 import onnxlrp
 from onnxlrp.errors import InputError
+from onnxlrp.runtime import cuda_works
+
+PROVIDERS = {"cpu": ["CPUExecutionProvider"], "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"]}
+NEEDS_CUDA = pytest.mark.skipif(not cuda_works(), reason="no working CUDA provider")
 
 
 @pytest.fixture(scope="module")
 def explainer():
-    return onnxlrp.Explainer(dense_model(relu_first=False), "epsilon", providers=["CPUExecutionProvider"])
+    return onnxlrp.Explainer(dense_model(relu_first=False), "epsilon", providers=PROVIDERS["cpu"])
 
 
-def test_relevance_stays_an_ortvalue(explainer):
-    """The relevance of ``x -> Gemm`` with the epsilon rule, against the slow reference."""
-    out = explainer.explain_on_device(ort.OrtValue.ortvalue_from_numpy(X), target=TARGET)
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=NEEDS_CUDA)])
+def test_relevance_stays_an_ortvalue(device):
+    """The relevance of ``x -> Gemm`` with the epsilon rule, against the slow reference; inputs
+    and results on ``device``."""
+    explainer = onnxlrp.Explainer(dense_model(relu_first=False), "epsilon", providers=PROVIDERS[device])
+    out = explainer.explain_on_device(ort.OrtValue.ortvalue_from_numpy(X, device, 0), target=TARGET)
     assert all(isinstance(v, ort.OrtValue) for v in out.values())
-    assert all(v.device_name().lower() == "cpu" for v in out.values())
+    assert all(v.device_name().lower() == device for v in out.values())
     y = X.astype(np.float64) @ W + B
     r_out = np.zeros_like(y)
     r_out[np.arange(len(X)), TARGET] = y[np.arange(len(X)), TARGET]

@@ -22,7 +22,8 @@ forward pass measured on its own.
 Thread count: ``--threads`` (default 2) is used by every engine, ``torch.set_num_threads`` and
 onnxruntime's ``intra_op_num_threads`` alike. With ``--device cuda`` onnxruntime runs on its CUDA
 provider with I/O binding (the input copied to the device once, every output left there; onnxlrp
-through ``Explainer.explain_on_device``) and torch on cuda. ``--precision float16`` runs onnxlrp in
+through ``Explainer.explain_on_device``) and torch on cuda, every engine in real float32 (TF32
+off in onnxruntime's CUDA provider and in torch). ``--precision float16`` runs onnxlrp in
 its float16 mode (for GPUs; on the CPU onnxruntime runs many float16 ops in float32 behind casts).
 
 ::
@@ -170,7 +171,9 @@ def _setup_engine(job: dict):
             _require_cuda(explainer.session)
             x_on_device = ort.OrtValue.ortvalue_from_numpy(x, "cuda", 0)  # copied once, as in a loop
             return (lambda: explainer.explain_on_device(x_on_device)), extra
-        session = ort.InferenceSession(path, options, providers=providers)
+        from onnxlrp.runtime import exact_float32  # the Explainer's arithmetic: no TF32 on CUDA
+
+        session = ort.InferenceSession(path, options, providers=exact_float32(providers))
         feeds = {session.get_inputs()[0].name: x}
         if device != "cuda":
             return (lambda: session.run(None, feeds)), extra
@@ -190,6 +193,8 @@ def _setup_engine(job: dict):
     import torch
 
     torch.set_num_threads(threads)
+    torch.backends.cudnn.allow_tf32 = False  # float32 arithmetic on GPUs too, as onnxruntime's
+    torch.backends.cuda.matmul.allow_tf32 = False
     from bench_models import build, enable_zennit_sums, install_torchvision_shim
 
     model, x = build(job["model"], batch=batch)
