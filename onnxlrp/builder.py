@@ -79,16 +79,19 @@ class Builder:
         """An int64 vector initializer."""
         return self.const(np.asarray(values, dtype=np.int64), hint="i")
 
+    def in_float32(self, op_type: str, *inputs: ir.Value, **attrs) -> ir.Value:
+        """``op_type`` on ``inputs``, with float inputs narrower than float32 cast to float32 and
+        the result cast back: for onnxruntime CPU kernels that have no float16 form."""
+        narrow = [v for v in inputs if v.dtype and v.dtype.is_floating_point() and v.dtype.itemsize < 4]
+        if not narrow:
+            return self.op(op_type, *inputs, **attrs)
+        wide = [self.op("Cast", v, to=ir.DataType.FLOAT) if v in narrow else v for v in inputs]
+        return self.op("Cast", self.op(op_type, *wide, **attrs), to=narrow[0].dtype)
+
     def scatter_add(self, data: ir.Value, indices: ir.Value, updates: ir.Value, axis: int) -> ir.Value:
-        """``ScatterElements(data, indices, updates, reduction="add")``. Floats narrower than
-        float32 go through float32: onnxruntime's CPU kernel does not add float16."""
-        dtype = updates.dtype
-        narrow = dtype_of(updates).itemsize < 4
-        if narrow:
-            data = self.op("Cast", data, to=ir.DataType.FLOAT)
-            updates = self.op("Cast", updates, to=ir.DataType.FLOAT)
-        added = self.op("ScatterElements", data, indices, updates, axis=axis, reduction="add")
-        return self.op("Cast", added, to=dtype) if narrow else added
+        """``ScatterElements(data, indices, updates, reduction="add")``, in float32 for float16
+        (onnxruntime's CPU kernel does not add float16)."""
+        return self.in_float32("ScatterElements", data, indices, updates, axis=axis, reduction="add")
 
     def sum(self, values: list[ir.Value]) -> ir.Value:
         """The elementwise sum of ``values`` (the value itself when there is one)."""

@@ -164,10 +164,7 @@ def max_pool(node: ir.Node, ctx: GraphContext) -> RoutingUnit:
             return [_scatter_add(b, relevance, indices, x)]
         kernel = list(node.attributes.get_ints("kernel_shape"))
         strides = list(node.attributes.get_ints("strides", [1] * len(kernel)))
-        wide = dtype_of(x).itemsize < 4  # onnxruntime's CPU MaxUnpool is float32 only: cast float16
-        if wide:
-            relevance = b.op("Cast", relevance, to=ir.DataType.FLOAT)
-        routed = b.op("MaxUnpool", relevance, indices, b.shape(x), kernel_shape=kernel, strides=strides)
-        return [b.op("Cast", routed, to=x.dtype) if wide else routed]
+        shape = b.shape(x)  # onnxruntime's CPU MaxUnpool is float32 only
+        return [b.in_float32("MaxUnpool", relevance, indices, shape, kernel_shape=kernel, strides=strides)]
 
     return RoutingUnit([node], [x], [y], backward)
